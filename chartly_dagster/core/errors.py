@@ -1,0 +1,89 @@
+"""The error taxonomy: every failure is a class with a stable code and an exit code.
+
+Callers catch the class they mean; the CLI maps `exit_code` straight to the process
+status, so the seed's failure table lives here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Exit codes of the connector-tester contract (seed 000)."""
+
+    OK = 0
+    ERROR = 1
+    USAGE = 2
+    PRECONDITION_FAILED = 3
+    VALIDATION_FAILED = 4
+    UNSAFE_BLOCKED = 5
+
+
+class ChartlyError(Exception):
+    """Base error: a stable `code`, an exit code and a message that never holds a secret."""
+
+    code: str = "error"
+    exit_code: ExitCode = ExitCode.ERROR
+    #: platform code of seed 001 (`unavailable`, `rate_limited`, ...) where one applies
+    platform_code: str | None = None
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def to_dict(self) -> dict[str, str]:
+        out = {"code": self.code, "message": self.message}
+        if self.field:
+            out["field"] = self.field
+        return out
+
+
+class UsageError(ChartlyError):
+    """Invalid arguments: a flag or ref that does not parse."""
+
+    code = "usage_error"
+    exit_code = ExitCode.USAGE
+
+
+class RefSyntaxError(UsageError):
+    """A profile ref that does not follow `namespace::connector/name@version[#variant]`."""
+
+    code = "invalid_ref"
+
+
+class PreconditionFailed(ChartlyError):
+    """A required input is missing: unknown ref, variant, env or secret."""
+
+    code = "precondition_failed"
+    exit_code = ExitCode.PRECONDITION_FAILED
+
+
+class ProfileNotFound(PreconditionFailed):
+    code = "profile_not_found"
+
+
+class ValidationFailed(ChartlyError):
+    """A contract violation: schema, golden mismatch, egress, auth, rate limit."""
+
+    code = "validation_failed"
+    exit_code = ExitCode.VALIDATION_FAILED
+
+
+class ProfileInvalid(ValidationFailed):
+    """A profile file that fails schema validation; `errors` lists each (path, field, message)."""
+
+    code = "profile_invalid"
+
+    def __init__(self, message: str, *, errors: list[dict[str, str]] | None = None,
+                 field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.errors = errors or []
+
+
+class UnsafeOperationBlocked(ChartlyError):
+    """A safety gate: run without --apply, network in plan, a tenant/env that may not run it."""
+
+    code = "unsafe_operation_blocked"
+    exit_code = ExitCode.UNSAFE_BLOCKED

@@ -1,0 +1,103 @@
+"""Explicit time windows `[start, end)` in UTC, and how their bounds become request params.
+
+There is no "now" here: every window is given, so a plan or a partition is reproducible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from .canonical import format_rfc3339
+from .errors import UsageError
+from .profile import TimeFormat, WindowFormat, WindowSpec
+
+MAX_WINDOW = timedelta(days=366)
+
+
+def parse_rfc3339(text: str, *, field: str) -> datetime:
+    """Parse an RFC3339 timestamp with an explicit offset, returned in UTC."""
+    if not isinstance(text, str) or "T" not in text.upper():
+        raise UsageError(f"{field} {text!r} is not an RFC3339 timestamp "
+                         "(e.g. 2026-02-01T00:00:00Z)", field=field)
+    try:
+        moment = datetime.fromisoformat(text.replace("z", "Z"))
+    except ValueError:
+        raise UsageError(f"{field} {text!r} is not an RFC3339 timestamp", field=field) from None
+    if moment.tzinfo is None:
+        raise UsageError(f"{field} {text!r} has no UTC offset; add 'Z' or '+00:00'", field=field)
+    return moment.astimezone(UTC)
+
+
+@dataclass(frozen=True, order=True)
+class Window:
+    """A half-open UTC window; construct with `Window.parse` or from aware datetimes."""
+
+    start: datetime
+    end: datetime
+
+    def __post_init__(self) -> None:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise UsageError("window bounds need a UTC offset", field="window")
+        object.__setattr__(self, "start", self.start.astimezone(UTC))
+        object.__setattr__(self, "end", self.end.astimezone(UTC))
+        if self.end <= self.start:
+            raise UsageError(f"window end {format_rfc3339(self.end)} must be after start "
+                             f"{format_rfc3339(self.start)}", field="window-end")
+        if self.end - self.start > MAX_WINDOW:
+            raise UsageError("a window may span at most 366 days; split it into partitions",
+                             field="window-end")
+
+    @classmethod
+    def parse(cls, start: str, end: str) -> Window:
+        return cls(parse_rfc3339(start, field="window-start"),
+                   parse_rfc3339(end, field="window-end"))
+
+    def to_dict(self) -> dict[str, str]:
+        return {"start": format_rfc3339(self.start), "end": format_rfc3339(self.end)}
+
+    def slices(self, seconds: int) -> list[Window]:
+        """Consecutive sub-windows of `seconds` each; the last one may be shorter."""
+        out: list[Window] = []
+        step = timedelta(seconds=seconds)
+        cursor = self.start
+        while cursor < self.end:
+            out.append(Window(cursor, min(cursor + step, self.end)))
+            cursor += step
+        return out
+
+    def contains(self, moment: datetime) -> bool:
+        return self.start <= moment < self.end
+
+
+def count_slices(window: Window, seconds: int) -> int:
+    total = (window.end - window.start).total_seconds()
+    return int(-(-total // seconds))
+
+
+def format_bound(moment: datetime, fmt: WindowFormat | TimeFormat) -> str:
+    """One window bound as the upstream expects it."""
+    moment = moment.astimezone(UTC)
+    if fmt == "rfc3339":
+        return format_rfc3339(moment)
+    if fmt == "date":
+        return moment.date().isoformat()
+    epoch = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    if fmt == "epoch_s":
+        return str(epoch // timedelta(seconds=1))
+    return str(epoch // timedelta(milliseconds=1))
+
+
+_UNIT = {"rfc3339": timedelta(seconds=1), "epoch_s": timedelta(seconds=1),
+         "epoch_ms": timedelta(milliseconds=1), "date": timedelta(days=1)}
+
+
+def window_params(window: Window, spec: WindowSpec) -> dict[str, str]:
+    """Request params for a window; an inclusive-end upstream gets end minus one unit."""
+    params: dict[str, str] = {}
+    if spec.start_param:
+        params[spec.start_param] = format_bound(window.start, spec.format)
+    if spec.end_param:
+        end = window.end - _UNIT[spec.format] if spec.end_inclusive else window.end
+        params[spec.end_param] = format_bound(end, spec.format)
+    return params

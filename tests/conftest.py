@@ -1,0 +1,3 @@
+"""Shared pytest setup; each area's fixtures live in their own plugin module."""
+
+pytest_plugins = ["tests.fixtures_sandbox"]

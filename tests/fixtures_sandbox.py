@@ -1,0 +1,1 @@
+"""Sandbox upstream fixtures (filled in by the runtime work)."""
