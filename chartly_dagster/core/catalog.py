@@ -82,7 +82,7 @@ _UniqueKeyLoader.yaml_implicit_resolvers = {
 
 
 def read_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+    return yaml.load(text, Loader=_UniqueKeyLoader)
 
 
 def merge_patch(target: Any, patch: Any) -> Any:

@@ -1,0 +1,34 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Everything else is optional.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export DAGSTER_HOME := $(CURDIR)/dagster_home
+
+.PHONY: setup test lint demo ui golden bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check chartly_dagster tests bench definitions.py
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+demo: $(STAMP)
+	$(BIN)/python -m chartly_dagster.demo
+
+golden: $(STAMP)  ## regenerate golden plans on purpose, then review `git diff golden/`
+	$(BIN)/chartly-tool profiles golden --write --format text
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache data

@@ -1,0 +1,1 @@
+"""Dagster code location: every profile under profiles/ as a partitioned asset."""
