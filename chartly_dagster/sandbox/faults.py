@@ -1,0 +1,123 @@
+"""Fault injection: what can go wrong with one response, and on which requests it does.
+
+Tests add faults while the sandbox runs (`sb.faults.add(Fault("status", status=503))`);
+each fault matches an endpoint and the per-endpoint request ordinal, fires `times` times
+and then clears itself, which is how a test says "fail once, then succeed".
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Literal, get_args
+
+FaultKind = Literal["status", "redirect", "slow", "reset", "truncated", "malformed", "oversized",
+                    "duplicate", "skip", "stuck_cursor"]
+FAULT_KINDS: frozenset[str] = frozenset(get_args(FaultKind))
+HEALTH_PATH = "/health"
+
+
+@dataclass
+class Fault:
+    """One injected failure; only the parameters of its `kind` are used.
+
+    Matching: `endpoint` is a request path (None: every path but /health); the fault may
+    fire on the endpoint's `on_request`-th request (1-based, counted since start or the
+    last `Sandbox.clear_requests`) and on every `every`-th request after it, `times` times
+    in all (None: forever). At most one fault fires per request: the first added that
+    matches.
+
+    Kinds and their parameters:
+      status       `status` (default 503; e.g. 429, 500, 502, 503, 401, 403), optional
+                   `retry_after_s` sent as Retry-After in `retry_after_format`
+                   ("seconds" or "http-date").
+      redirect     `status` (default 302; 301/302/303/307/308) to `location`.
+      slow         sleep `delay_ms`, before anything is sent (`phase="headers"`) or after
+                   part of the body (`phase="body"`).
+      reset        send headers and `cut_fraction` of the body, then RST the connection.
+      truncated    send the first `cut_fraction` of the body with a matching Content-Length.
+      malformed    a 200 whose body is not JSON.
+      oversized    the page plus a `pad_bytes` padding field.
+      duplicate    the page starts with the previous page's last record again.
+      skip         the page drops its first record (the continuation still advances).
+      stuck_cursor the continuation (cursor, next URL, Link) points at this same page again;
+                   endpoints whose client computes the next request ignore it.
+    """
+
+    kind: FaultKind
+    endpoint: str | None = None
+    on_request: int = 1
+    every: int = 1
+    times: int | None = 1
+    status: int | None = None
+    retry_after_s: int | None = None
+    retry_after_format: Literal["seconds", "http-date"] = "seconds"
+    delay_ms: int = 0
+    phase: Literal["headers", "body"] = "headers"
+    cut_fraction: float = 0.5
+    pad_bytes: int = 20 * 1024 * 1024
+    location: str = "/"
+    fired: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r}; one of {sorted(FAULT_KINDS)}")
+        if self.on_request < 1 or self.every < 1 or (self.times is not None and self.times < 1):
+            raise ValueError("on_request, every and times must be >= 1")
+        if self.status is None:
+            self.status = 302 if self.kind == "redirect" else 503
+        if self.kind == "redirect" and self.status not in (301, 302, 303, 307, 308):
+            raise ValueError(f"redirect status must be a 3xx redirect, not {self.status}")
+        if self.kind == "status" and not 400 <= self.status <= 599:
+            raise ValueError(f"status fault needs a 4xx/5xx status, not {self.status}")
+        if not 0.0 <= self.cut_fraction < 1.0:
+            raise ValueError("cut_fraction must be in [0, 1)")
+        if self.delay_ms < 0 or self.pad_bytes < 0:
+            raise ValueError("delay_ms and pad_bytes must be >= 0")
+
+    def matches(self, path: str, ordinal: int) -> bool:
+        """Whether this fault applies to the `ordinal`-th request to `path`."""
+        if self.endpoint is None:
+            if path == HEALTH_PATH:
+                return False
+        elif self.endpoint != path:
+            return False
+        return ordinal >= self.on_request and (ordinal - self.on_request) % self.every == 0
+
+
+class FaultPlan:
+    """The faults a running sandbox applies; safe to change from a test while it serves."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._faults: list[Fault] = []
+
+    def add(self, fault: Fault) -> Fault:
+        """Arm `fault`; returns it so a test can later read `fault.fired`."""
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def clear(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def pending(self) -> list[Fault]:
+        """Faults that may still fire."""
+        with self._lock:
+            return list(self._faults)
+
+    def take(self, path: str, ordinal: int) -> Fault | None:
+        """The fault this request gets, counted as fired (and dropped once exhausted)."""
+        with self._lock:
+            for fault in self._faults:
+                if fault.matches(path, ordinal):
+                    fault.fired += 1
+                    if fault.times is not None and fault.fired >= fault.times:
+                        self._faults.remove(fault)
+                    return fault
+        return None
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._faults)
