@@ -6,8 +6,11 @@ matches, or an allowlist can be walked around.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
+
+from publicsuffixlist import PublicSuffixList
 
 _LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
@@ -44,6 +47,20 @@ def is_ip_literal(host: str) -> bool:
     return True
 
 
+@functools.cache
+def _public_suffix_list() -> PublicSuffixList:
+    return PublicSuffixList()
+
+
+def is_public_suffix(name: str) -> bool:
+    """True for `co.uk`, `github.io`, ...: suffixes under which anyone can register names.
+
+    Uses the Public Suffix List bundled with `publicsuffixlist` (ICANN and private
+    sections), so the answer does not depend on the network.
+    """
+    return bool(_public_suffix_list().is_public(normalize_hostname(name)))
+
+
 def normalize_allowlist_pattern(pattern: str) -> str:
     """`api.example.com` or `*.example.com`, normalised; IP literals and bare wildcards refused."""
     if is_ip_literal(pattern):
@@ -54,6 +71,10 @@ def normalize_allowlist_pattern(pattern: str) -> str:
         if "." not in suffix:
             raise HostnameError(
                 f"dnsAllowlist wildcard {pattern!r} covers a whole top-level domain")
+        if is_public_suffix(suffix):
+            raise HostnameError(
+                f"dnsAllowlist wildcard {pattern!r} covers a public suffix (names anyone "
+                "can register); list the registered domain instead")
         return f"*.{suffix}"
     if "*" in pattern:
         raise HostnameError(

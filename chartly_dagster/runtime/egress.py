@@ -1,0 +1,261 @@
+"""The egress guard: which hosts, ports and IP addresses a connector may reach.
+
+The check that matters runs at connection time, inside an httpcore network backend: the
+host is resolved once, every answer is checked against explicit address tables, and the
+socket is opened to the checked IP literal while TLS SNI, certificate checking and `Host`
+keep using the name. Nothing resolves the name a second time, so DNS rebinding has no gap
+to use. Python's `ipaddress.is_global`/`is_private` change between patch releases, so the
+tables below are written out by hand.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+import threading
+import typing
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import httpcore
+import httpx
+
+from ..core.hostnames import HostnameError, host_matches, is_ip_literal, normalize_hostname
+from .errors import EgressRefused, Reason
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _nets(*cidrs: str) -> tuple[IPNetwork, ...]:
+    return tuple(ipaddress.ip_network(c) for c in cidrs)
+
+
+# Never reachable, whatever a profile's allowedCidrs say: metadata services, addresses that
+# are not one host, and IPv6 forms that smuggle an IPv4 address past the IPv4 tables.
+HARD_DENY: tuple[tuple[str, tuple[IPNetwork, ...]], ...] = (
+    ("metadata", _nets("169.254.169.254/32", "169.254.170.2/32", "169.254.170.23/32",
+                       "100.100.100.200/32", "192.0.0.192/32", "fd00:ec2::254/128",
+                       "fd00:ec2::23/128")),
+    ("unspecified", _nets("0.0.0.0/8", "::/128")),
+    ("broadcast", _nets("255.255.255.255/32")),
+    ("multicast", _nets("224.0.0.0/4", "ff00::/8")),
+    ("ipv4_mapped", _nets("::ffff:0:0/96")),
+    ("ipv4_translated", _nets("::ffff:0:0:0/96")),
+    ("nat64", _nets("64:ff9b::/96", "64:ff9b:1::/48")),
+    ("6to4", _nets("2002::/16")),
+    ("teredo", _nets("2001::/32")),
+    # ::/96 holds the deprecated IPv4-compatible form; ::1 is carved out below as loopback.
+    ("ipv4_compatible", _nets("::/96")),
+)
+HARD_DENY_EXCEPTIONS = _nets("::1/128")
+
+# Refused unless an allowed CIDR (restricted per env) covers the address.
+SOFT_DENY: tuple[tuple[str, tuple[IPNetwork, ...]], ...] = (
+    ("loopback", _nets("127.0.0.0/8", "::1/128")),
+    ("private", _nets("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")),
+    ("cgnat", _nets("100.64.0.0/10")),
+    ("link_local", _nets("169.254.0.0/16", "fe80::/10")),
+    ("site_local", _nets("fec0::/10")),
+    ("ietf_protocol", _nets("192.0.0.0/24", "2001::/23")),
+    ("benchmarking", _nets("198.18.0.0/15", "2001:2::/48")),
+    ("documentation", _nets("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24",
+                            "2001:db8::/32", "3fff::/20")),
+    ("reserved", _nets("240.0.0.0/4", "192.88.99.0/24", "100::/64", "5f00::/16")),
+)
+# Only 2000::/3 is allocated global unicast; anything else in IPv6 is refused.
+IPV6_GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
+
+# Forms that C resolvers (inet_aton) turn into addresses: 2130706433, 0x7f000001, 127.1,
+# 0177.0.0.1. A real DNS name never ends in an all-numeric or 0x label.
+_NUMERIC_LABEL_RE = re.compile(r"^(?:0x[0-9a-f]*|[0-9]+)$", re.IGNORECASE)
+
+
+def classify_address(ip: IPAddress, allowed: Sequence[IPNetwork] = ()) -> str | None:
+    """The refused category of `ip`, or None when it may be connected to.
+
+    Hard-denied categories win over `allowed`; soft-denied ones yield to a covering CIDR.
+    """
+    if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id:
+        return "scoped"
+    for category, nets in HARD_DENY:
+        if any(ip in net for net in nets) and not any(ip in n for n in HARD_DENY_EXCEPTIONS):
+            return category
+    if any(ip.version == net.version and ip in net for net in allowed):
+        return None
+    for category, nets in SOFT_DENY:
+        if any(ip in net for net in nets):
+            return category
+    if isinstance(ip, ipaddress.IPv6Address) and ip not in IPV6_GLOBAL_UNICAST:
+        return "reserved"
+    return None
+
+
+def is_numeric_host(host: str) -> bool:
+    """True for hosts a C resolver would read as an IPv4 number instead of a name."""
+    name = host.rstrip(".")
+    return not name or bool(_NUMERIC_LABEL_RE.match(name.rsplit(".", 1)[-1]))
+
+
+def parse_address(text: str) -> IPAddress:
+    """An answer from a resolver as an address object; compare objects, never strings."""
+    return ipaddress.ip_address(text.strip("[]"))
+
+
+@dataclass(frozen=True)
+class EgressGuard:
+    """The policy of one profile: allowlisted names, ports, schemes and allowed CIDRs."""
+
+    dns_allowlist: tuple[str, ...]
+    allowed_ports: frozenset[int]
+    allowed_schemes: frozenset[str]
+    allowed_networks: tuple[IPNetwork, ...] = ()
+
+    def check_host(self, host: str) -> str:
+        """The normalised host if it is an allowlisted DNS name; raises `EgressRefused`."""
+        if is_ip_literal(host):
+            raise EgressRefused(Reason.IP_LITERAL_HOST,
+                                f"host {host!r} is an IP address; only allowlisted names")
+        if is_numeric_host(host):
+            raise EgressRefused(Reason.NUMERIC_HOST,
+                                f"host {host!r} is a numeric address form")
+        try:
+            name = normalize_hostname(host)
+        except HostnameError as exc:
+            raise EgressRefused(Reason.INVALID_HOST, str(exc)) from None
+        if is_ip_literal(name) or is_numeric_host(name):
+            raise EgressRefused(Reason.NUMERIC_HOST,
+                                f"host {host!r} normalises to a numeric address form")
+        if not host_matches(name, self.dns_allowlist):
+            raise EgressRefused(Reason.HOST_NOT_ALLOWLISTED,
+                                f"host {name!r} is not in egressPolicy.dnsAllowlist")
+        return name
+
+    def check_port(self, port: int) -> None:
+        if port not in self.allowed_ports:
+            raise EgressRefused(Reason.PORT_NOT_ALLOWED,
+                                f"port {port} is not allowed (allowed: "
+                                f"{', '.join(map(str, sorted(self.allowed_ports)))})")
+
+    def check_url(self, url: str | httpx.URL) -> httpx.URL:
+        """Parse and check a request URL before anything touches the network."""
+        try:
+            parsed = url if isinstance(url, httpx.URL) else httpx.URL(url)
+        except (httpx.InvalidURL, TypeError, ValueError):
+            raise EgressRefused(Reason.INVALID_URL, "URL does not parse") from None
+        scheme = parsed.scheme
+        if scheme not in ("http", "https"):
+            raise EgressRefused(Reason.SCHEME_NOT_ALLOWED,
+                                f"scheme {scheme!r} is not http or https")
+        if scheme not in self.allowed_schemes:
+            raise EgressRefused(Reason.INSECURE_SCHEME,
+                                f"scheme {scheme!r} is not allowed in this environment")
+        if parsed.userinfo:
+            raise EgressRefused(Reason.USERINFO_IN_URL,
+                                "URL carries userinfo; credentials go in auth.secretRef")
+        if not parsed.host:
+            raise EgressRefused(Reason.INVALID_URL, "URL has no host")
+        self.check_host(parsed.host)
+        port = parsed.port or (443 if scheme == "https" else 80)
+        if not 1 <= port <= 65535:
+            raise EgressRefused(Reason.INVALID_URL, f"port {port} is out of range")
+        self.check_port(port)
+        return parsed
+
+    def check_address(self, ip: IPAddress, *, host: str) -> IPAddress:
+        category = classify_address(ip, self.allowed_networks)
+        if category is not None:
+            raise EgressRefused(
+                Reason.ADDRESS_REFUSED,
+                f"host {host!r} resolved to {ip} ({category}), which is not allowed",
+                category=category)
+        return ip
+
+
+class Resolver(Protocol):
+    """Turns a host name into addresses; injectable so tests can play DNS."""
+
+    def resolve(self, host: str, port: int) -> Sequence[str]: ...
+
+
+class SystemResolver:
+    """`getaddrinfo` with a timeout, since the C call has none we can set."""
+
+    def __init__(self, timeout_s: float = 5.0) -> None:
+        self.timeout_s = timeout_s
+
+    def resolve(self, host: str, port: int) -> Sequence[str]:
+        box: dict[str, typing.Any] = {}
+
+        def lookup() -> None:
+            try:
+                box["answers"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except OSError as exc:
+                box["error"] = exc
+
+        worker = threading.Thread(target=lookup, name="chartly-dns", daemon=True)
+        worker.start()
+        worker.join(self.timeout_s)
+        if worker.is_alive():
+            raise httpcore.ConnectTimeout(f"DNS lookup of {host!r} timed out")
+        if "error" in box:
+            raise httpcore.ConnectError(f"DNS lookup of {host!r} failed: {box['error']}")
+        seen: dict[str, None] = {}
+        for _family, _type, _proto, _canon, sockaddr in box["answers"]:
+            seen.setdefault(str(sockaddr[0]), None)
+        return list(seen)
+
+
+class GuardedNetworkBackend(httpcore.NetworkBackend):
+    """Every new connection goes through here: resolve once, check all, connect to the IP."""
+
+    def __init__(self, guard: EgressGuard, resolver: Resolver | None = None,
+                 inner: httpcore.NetworkBackend | None = None) -> None:
+        self.guard = guard
+        self.resolver = resolver or SystemResolver()
+        self.inner = inner or httpcore.SyncBackend()
+
+    def resolve_checked(self, host: str, port: int) -> list[IPAddress]:
+        """The checked addresses of `host`; any refused answer refuses the whole lookup."""
+        name = self.guard.check_host(host)
+        self.guard.check_port(port)
+        try:
+            answers = list(self.resolver.resolve(name, port))
+        except OSError as exc:
+            raise httpcore.ConnectError(f"DNS lookup of {name!r} failed: {exc}") from None
+        if not answers:
+            raise httpcore.ConnectError(f"DNS lookup of {name!r} returned no address")
+        addresses = []
+        for answer in answers:
+            try:
+                ip = parse_address(str(answer))
+            except ValueError:
+                raise httpcore.ConnectError(
+                    f"DNS lookup of {name!r} returned a non-address answer") from None
+            addresses.append(self.guard.check_address(ip, host=name))
+        return addresses
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                    local_address: str | None = None,
+                    socket_options: Iterable[typing.Any] | None = None,
+                    ) -> httpcore.NetworkStream:
+        last_error: Exception | None = None
+        for ip in self.resolve_checked(host, port):
+            try:
+                return self.inner.connect_tcp(str(ip), port, timeout=timeout,
+                                              local_address=local_address,
+                                              socket_options=socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                last_error = exc
+        assert last_error is not None  # resolve_checked never returns an empty list
+        raise last_error
+
+    def connect_unix_socket(self, path: str, timeout: float | None = None,
+                            socket_options: Iterable[typing.Any] | None = None,
+                            ) -> httpcore.NetworkStream:
+        raise EgressRefused(Reason.UNIX_SOCKET_REFUSED, "unix sockets are never used")
+
+    def sleep(self, seconds: float) -> None:
+        self.inner.sleep(seconds)

@@ -1,0 +1,96 @@
+"""Runtime failures at the security boundary, each a core error class with a stable reason.
+
+A refusal maps to validation_failed (exit 4) and a missing secret to precondition_failed
+(exit 3); messages name hosts, refs and reason codes, never a secret value.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from ..core.errors import PreconditionFailed, ValidationFailed
+
+__all__ = [
+    "DeadlineExceeded",
+    "EgressRefused",
+    "Reason",
+    "ResponseTooLarge",
+    "SecretInvalid",
+    "SecretNotFound",
+]
+
+
+class Reason(StrEnum):
+    """Stable reason codes: dashboards, tests and runbooks key on these strings."""
+
+    SCHEME_NOT_ALLOWED = "scheme_not_allowed"
+    INSECURE_SCHEME = "insecure_scheme"
+    USERINFO_IN_URL = "userinfo_in_url"
+    INVALID_URL = "invalid_url"
+    INVALID_HOST = "invalid_host"
+    NUMERIC_HOST = "numeric_host"
+    IP_LITERAL_HOST = "ip_literal_host"
+    HOST_NOT_ALLOWLISTED = "host_not_allowlisted"
+    PORT_NOT_ALLOWED = "port_not_allowed"
+    HEADER_NOT_ALLOWED = "header_not_allowed"
+    ADDRESS_REFUSED = "address_refused"
+    UNIX_SOCKET_REFUSED = "unix_socket_refused"
+    REDIRECT_DOWNGRADE = "redirect_downgrade"
+    REDIRECT_LOOP = "redirect_loop"
+    TOO_MANY_REDIRECTS = "too_many_redirects"
+    CROSS_ORIGIN_REDIRECT = "cross_origin_redirect"
+    TLS_VERIFICATION_REQUIRED = "tls_verification_required"
+    CIDR_NOT_PERMITTED = "cidr_not_permitted"
+    UNSUPPORTED_CONTENT_ENCODING = "unsupported_content_encoding"
+    RESPONSE_TOO_LARGE = "response_too_large"
+    DEADLINE_EXCEEDED = "deadline_exceeded"
+    SECRET_NOT_FOUND = "secret_not_found"
+    SECRET_INVALID = "secret_invalid"
+
+
+class EgressRefused(ValidationFailed):
+    """The egress guard refused a URL, header, redirect, address or TLS setting."""
+
+    code = "egress_refused"
+
+    def __init__(self, reason: Reason | str, message: str, *, category: str | None = None,
+                 field: str | None = None) -> None:
+        self.reason = Reason(reason)
+        #: for `address_refused`: which table matched (`loopback`, `metadata`, `nat64`, ...)
+        self.category = category
+        super().__init__(f"egress refused ({self.reason.value}): {message}", field=field)
+
+    def to_dict(self) -> dict[str, str]:
+        out = super().to_dict()
+        out["reason"] = self.reason.value
+        if self.category:
+            out["category"] = self.category
+        return out
+
+
+class ResponseTooLarge(ValidationFailed):
+    """A response body grew past `transport.maxPayloadBytes` (counted after decoding)."""
+
+    code = "response_too_large"
+    reason = Reason.RESPONSE_TOO_LARGE
+
+
+class DeadlineExceeded(ValidationFailed):
+    """One request, redirects and body included, ran past `transport.deadlineMs`."""
+
+    code = "deadline_exceeded"
+    reason = Reason.DEADLINE_EXCEEDED
+
+
+class SecretNotFound(PreconditionFailed):
+    """No provider holds the referenced secret; the message names the ref only."""
+
+    code = "secret_not_found"
+    reason = Reason.SECRET_NOT_FOUND
+
+
+class SecretInvalid(ValidationFailed):
+    """A resolved secret cannot be sent safely (line breaks in a header value, ':' in a user)."""
+
+    code = "secret_invalid"
+    reason = Reason.SECRET_INVALID
