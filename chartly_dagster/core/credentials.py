@@ -18,6 +18,9 @@ _SECRET_KEYS = frozenset({
     "credentials", "credential", "sessiontoken", "secretkey", "accesskey", "authorization",
     "cookie", "signature", "sig", "xapikey",
 })
+# ...and keys that end like one (`X-Access-Token`, `Private-Token`, `client_password`).
+_SECRET_SUFFIXES = ("token", "secret", "password", "apikey", "privatekey", "secretkey",
+                    "accesskey")
 _VALUE_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("authorization scheme with a credential",
      re.compile(r"^\s*(bearer|basic|token|digest)\s+\S{8,}", re.I)),
@@ -39,6 +42,11 @@ CREDENTIAL_PARAMS = frozenset({
 
 def _norm(key: str) -> str:
     return re.sub(r"[-_]", "", key).lower()
+
+
+def _is_secret_key(key: str) -> bool:
+    norm = _norm(key)
+    return norm in _SECRET_KEYS or norm.endswith(_SECRET_SUFFIXES)
 
 
 def _walk(value: Any, path: str) -> Iterator[tuple[str, str | None, Any]]:
@@ -68,7 +76,7 @@ def find_inline_credentials(document: Any) -> list[tuple[str, str]]:
         parent = path.rsplit(".", 1)[0] if "." in path else ""
         if parent.endswith(("secretRef", "usernameSecretRef")):
             continue
-        if key is not None and _norm(key) in _SECRET_KEYS and not _allowed_key_value(
+        if key is not None and _is_secret_key(key) and not _allowed_key_value(
                 key, value, path):
             findings.append((path, f"key {key!r} holds a literal value; use a secretRef"))
             continue
