@@ -5,6 +5,7 @@ There is no "now" here: every window is given, so a plan or a partition is repro
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -13,15 +14,20 @@ from .errors import UsageError
 from .profile import TimeFormat, WindowFormat, WindowSpec
 
 MAX_WINDOW = timedelta(days=366)
+# RFC3339 `date-time` (offset optional here only so a naive value gets its own message);
+# `datetime.fromisoformat` alone also takes ISO week dates, basic format and `T00Z`.
+_RFC3339_RE = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?P<offset>[Zz]|[+-]\d{2}:\d{2})?$")
 
 
 def parse_rfc3339(text: str, *, field: str) -> datetime:
     """Parse an RFC3339 timestamp with an explicit offset, returned in UTC."""
-    if not isinstance(text, str) or "T" not in text.upper():
+    match = _RFC3339_RE.fullmatch(text) if isinstance(text, str) else None
+    if match is None:
         raise UsageError(f"{field} {text!r} is not an RFC3339 timestamp "
                          "(e.g. 2026-02-01T00:00:00Z)", field=field)
     try:
-        moment = datetime.fromisoformat(text.replace("z", "Z"))
+        moment = datetime.fromisoformat(text.replace("z", "Z").replace("t", "T"))
     except ValueError:
         raise UsageError(f"{field} {text!r} is not an RFC3339 timestamp", field=field) from None
     if moment.tzinfo is None:
