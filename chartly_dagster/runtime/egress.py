@@ -59,11 +59,12 @@ SOFT_DENY: tuple[tuple[str, tuple[IPNetwork, ...]], ...] = (
     ("cgnat", _nets("100.64.0.0/10")),
     ("link_local", _nets("169.254.0.0/16", "fe80::/10")),
     ("site_local", _nets("fec0::/10")),
-    ("ietf_protocol", _nets("192.0.0.0/24", "2001::/23")),
     ("benchmarking", _nets("198.18.0.0/15", "2001:2::/48")),
     ("documentation", _nets("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24",
                             "2001:db8::/32", "3fff::/20")),
     ("reserved", _nets("240.0.0.0/4", "192.88.99.0/24", "100::/64", "5f00::/16")),
+    # After benchmarking: 2001:2::/48 sits inside 2001::/23; the more specific name wins.
+    ("ietf_protocol", _nets("192.0.0.0/24", "2001::/23")),
 )
 # Only 2000::/3 is allocated global unicast; anything else in IPv6 is refused.
 IPV6_GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
@@ -97,6 +98,13 @@ def is_numeric_host(host: str) -> bool:
     """True for hosts a C resolver would read as an IPv4 number instead of a name."""
     name = host.rstrip(".")
     return not name or bool(_NUMERIC_LABEL_RE.match(name.rsplit(".", 1)[-1]))
+
+
+def default_port(url: httpx.URL) -> int:
+    """The URL's port, or its scheme's; an explicit `:0` stays 0 (and is refused)."""
+    if url.port is not None:
+        return url.port
+    return 443 if url.scheme == "https" else 80
 
 
 def parse_address(text: str) -> IPAddress:
@@ -146,6 +154,8 @@ class EgressGuard:
         except (httpx.InvalidURL, TypeError, ValueError):
             raise EgressRefused(Reason.INVALID_URL, "URL does not parse") from None
         scheme = parsed.scheme
+        if not scheme:
+            raise EgressRefused(Reason.INVALID_URL, "URL must be absolute")
         if scheme not in ("http", "https"):
             raise EgressRefused(Reason.SCHEME_NOT_ALLOWED,
                                 f"scheme {scheme!r} is not http or https")
@@ -158,7 +168,7 @@ class EgressGuard:
         if not parsed.host:
             raise EgressRefused(Reason.INVALID_URL, "URL has no host")
         self.check_host(parsed.host)
-        port = parsed.port or (443 if scheme == "https" else 80)
+        port = default_port(parsed)
         if not 1 <= port <= 65535:
             raise EgressRefused(Reason.INVALID_URL, f"port {port} is out of range")
         self.check_port(port)

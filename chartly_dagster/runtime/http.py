@@ -25,7 +25,7 @@ import httpx
 from ..core.catalog import ResolvedProfile
 from ..core.hostnames import normalize_hostname
 from ..core.profile import FORBIDDEN_HEADERS, Transport
-from .egress import EgressGuard, GuardedNetworkBackend, IPNetwork, Resolver
+from .egress import EgressGuard, GuardedNetworkBackend, IPNetwork, Resolver, default_port
 from .errors import DeadlineExceeded, EgressRefused, Reason, ResponseTooLarge, SecretNotFound
 from .redact import Redactor
 from .secrets import ResolvedAuth, SecretResolver
@@ -119,8 +119,7 @@ def _ssl_context(verify: ssl.SSLContext | str | bool | None) -> ssl.SSLContext:
 
 
 def _origin(url: httpx.URL) -> tuple[str, str, int]:
-    port = url.port or (443 if url.scheme == "https" else 80)
-    return url.scheme, normalize_hostname(url.host), port
+    return url.scheme, normalize_hostname(url.host), default_port(url)
 
 
 class _BoundedDecoder:
