@@ -87,3 +87,75 @@ class UnsafeOperationBlocked(ChartlyError):
 
     code = "unsafe_operation_blocked"
     exit_code = ExitCode.UNSAFE_BLOCKED
+
+
+class UpstreamError(ChartlyError):
+    """A failure reported by, or on the way to, the upstream API, in seed 001's retry classes."""
+
+    retry_class: str = "permanent"
+
+    def __init__(self, message: str, *, status: int | None = None,
+                 retry_after: float | None = None, field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.status = status
+        self.retry_after = retry_after
+
+    def to_dict(self) -> dict[str, str]:
+        out = super().to_dict()
+        out["retry_class"] = self.retry_class
+        if self.platform_code:
+            out["platform_code"] = self.platform_code
+        if self.status is not None:
+            out["status"] = str(self.status)
+        if self.retry_after is not None:
+            out["retry_after_seconds"] = f"{self.retry_after:.3f}"
+        return out
+
+
+class UpstreamUnavailable(UpstreamError):
+    """Transient: network errors and 5xx, retried with bounded backoff until the budget ends."""
+
+    code = "unavailable"
+    platform_code = "unavailable"
+    retry_class = "transient"
+
+
+class RateLimited(UpstreamError):
+    """Throttled: 429 or our own rate budget; carries Retry-After when known. Exit 4."""
+
+    code = "rate_limited"
+    platform_code = "rate_limited"
+    retry_class = "throttled"
+    exit_code = ExitCode.VALIDATION_FAILED
+
+
+class InvalidArgument(UpstreamError):
+    """Permanent: other 4xx, or data that breaks the contract (bad JSON, missing id). Exit 4."""
+
+    code = "invalid_argument"
+    platform_code = "invalid_argument"
+    exit_code = ExitCode.VALIDATION_FAILED
+
+
+class Unauthenticated(UpstreamError):
+    """401 from the upstream: invalid auth configuration, never retried. Exit 4."""
+
+    code = "unauthenticated"
+    platform_code = "unauthenticated"
+    retry_class = "auth"
+    exit_code = ExitCode.VALIDATION_FAILED
+
+
+class PermissionDenied(UpstreamError):
+    """403 from the upstream: never retried. Exit 4."""
+
+    code = "permission_denied"
+    platform_code = "permission_denied"
+    retry_class = "auth"
+    exit_code = ExitCode.VALIDATION_FAILED
+
+
+class PaginationViolation(ValidationFailed):
+    """A pagination invariant broke: repeated cursor, page past the total, duplicate id."""
+
+    code = "pagination_violation"
