@@ -18,6 +18,7 @@ SandboxAuth = (
     | tuple[Literal["api_key_query"], str, str]
     | tuple[Literal["basic"], str, str]
 )
+ME_PATH = "/v1/me"
 _AUTH_ARITY = {"bearer": 2, "api_key_header": 3, "api_key_query": 3, "basic": 3}
 
 
@@ -43,18 +44,34 @@ class SandboxConfig:
     #: per-endpoint override of `events_per_hour`, keyed by path (e.g. "/v1/events")
     rates: dict[str, int] = field(default_factory=dict)
     auth: SandboxAuth | None = None
+    #: per-path override of `auth` (None: that path is open), so one sandbox can serve
+    #: profiles that each authenticate differently
+    endpoint_auth: dict[str, SandboxAuth | None] = field(default_factory=dict)
     #: paths that answer 403 even to valid credentials (a key without that scope)
     forbidden: set[str] = field(default_factory=set)
     faults: FaultPlan = field(default_factory=FaultPlan)
 
     def __post_init__(self) -> None:
-        check_auth_spec(self.auth)
+        for auth in (self.auth, *self.endpoint_auth.values()):
+            check_auth_spec(auth)
         unknown = set(self.rates) - set(ENDPOINTS)
         if unknown:
             raise ValueError(f"rates for unknown endpoints {sorted(unknown)}")
+        unknown = set(self.endpoint_auth) - set(ENDPOINTS) - {ME_PATH}
+        if unknown:
+            raise ValueError(f"endpoint_auth for unknown endpoints {sorted(unknown)}")
         for rate in (self.events_per_hour, *self.rates.values()):
             if not 1 <= rate <= MAX_EVENTS_PER_HOUR:
                 raise ValueError(f"events per hour must be 1..{MAX_EVENTS_PER_HOUR}, not {rate}")
+
+    def auth_for(self, path: str) -> SandboxAuth | None:
+        """The credential `path` requires (None: no auth)."""
+        return self.endpoint_auth[path] if path in self.endpoint_auth else self.auth
+
+    def query_credential_params(self) -> set[str]:
+        """Query parameters that carry an API key somewhere, to redact from the request log."""
+        return {auth[1] for auth in (self.auth, *self.endpoint_auth.values())
+                if auth is not None and auth[0] == "api_key_query"}
 
     def stream(self, path: str) -> Stream:
         """The event stream `path` serves under the current seed and rate."""

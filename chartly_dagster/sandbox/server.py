@@ -25,12 +25,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from .config import SandboxConfig
+from .config import ME_PATH, SandboxAuth, SandboxConfig
 from .data import to_epoch_seconds
 from .endpoints import ROUTES, BadRequest, PageRequest, Reply, error_body
 from .faults import HEALTH_PATH, Fault, FaultPlan
 
-ME_PATH = "/v1/me"
 REDACTED = "[redacted]"
 _STATUS_CODES = {400: "invalid_argument", 401: "unauthenticated", 403: "permission_denied",
                  404: "not_found", 405: "method_not_allowed", 429: "rate_limited",
@@ -61,9 +60,9 @@ class _SandboxHTTPServer(ThreadingHTTPServer):
 
     def record(self, method: str, path: str, query: dict[str, str]) -> int:
         """Log a request (credential redacted) and return its ordinal for its path."""
-        auth = self.config.auth
-        if auth is not None and auth[0] == "api_key_query" and auth[1] in query:
-            query = {**query, auth[1]: REDACTED}
+        secret_params = self.config.query_credential_params() & query.keys()
+        if secret_params:
+            query = {**query, **dict.fromkeys(secret_params, REDACTED)}
         with self.lock:
             self.log.append((method, path, query))
             self.times.append((path, time.monotonic()))
@@ -150,8 +149,9 @@ class _Handler(BaseHTTPRequestHandler):
         if path not in ROUTES and path != ME_PATH:
             self._error(404, f"no endpoint at {path}")
             return
-        if not self._authenticated(query):
-            self._error(401, "missing or invalid credentials", self._challenge())
+        auth = config.auth_for(path)
+        if not self._authenticated(auth, query):
+            self._error(401, "missing or invalid credentials", _challenge(auth))
             return
         if path in config.forbidden:
             self._error(403, f"the credential may not read {path}")
@@ -171,8 +171,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return
         self._deliver(reply, fault)
 
-    def _authenticated(self, query: dict[str, str]) -> bool:
-        auth = self.server.config.auth
+    def _authenticated(self, auth: SandboxAuth | None, query: dict[str, str]) -> bool:
         if auth is None:
             return True
         mode = auth[0]
@@ -188,12 +187,6 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         expected = base64.b64encode(f"{auth[1]}:{auth[2]}".encode()).decode()
         return _same(given[6:].strip(), expected)
-
-    def _challenge(self) -> list[tuple[str, str]]:
-        auth = self.server.config.auth
-        if auth is not None and auth[0] in ("bearer", "basic"):
-            return [("WWW-Authenticate", f'{auth[0].capitalize()} realm="sandbox"')]
-        return []
 
     def _short_circuit(self, fault: Fault) -> bool:
         """Answer a status or redirect fault before any page is built; True if answered."""
@@ -243,6 +236,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body[cut:])
         else:
             self.wfile.write(head + body)
+
+
+def _challenge(auth: SandboxAuth | None) -> list[tuple[str, str]]:
+    if auth is not None and auth[0] in ("bearer", "basic"):
+        return [("WWW-Authenticate", f'{auth[0].capitalize()} realm="sandbox"')]
+    return []
 
 
 def _same(given: str, expected: str) -> bool:
