@@ -38,6 +38,7 @@ LOOPBACK_CIDRS = ("127.0.0.0/8", "::1/128")
 PRIVATE_CIDRS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
 # The client decodes bodies itself (to bound decoded bytes), so it owns Accept-Encoding.
 _CALLER_FORBIDDEN_HEADERS = FORBIDDEN_HEADERS | {"accept-encoding", "proxy-connection"}
+_LOCATION = "chartly.location"
 
 
 def _default_env_cidrs() -> Mapping[str, tuple[str, ...]]:
@@ -206,16 +207,15 @@ class GuardedClient:
         visited: set[str] = set()
         hops: list[str] = []
         while True:
-            if self._auth.query_param:
-                target = target.copy_remove_param(self._auth.query_param)
+            target = self._without_credentials(target)
             key = str(target.copy_with(fragment=None))
             if key in visited:
                 raise EgressRefused(Reason.REDIRECT_LOOP,
                                     f"redirect loop back to {self.redactor.scrub_url(target)}")
             visited.add(key)
             response = self._send(target, extra, deadline)
-            location = response.headers.get("location")
-            if response.status_code not in REDIRECT_STATUSES or location is None:
+            location = response.extensions.get(_LOCATION)
+            if location is None:
                 content = self._read_body(response, deadline)
                 return GuardedResponse(response.status_code, response.headers, content,
                                        self.redactor.scrub_url(target), tuple(hops))
@@ -225,6 +225,15 @@ class GuardedClient:
                 raise EgressRefused(Reason.TOO_MANY_REDIRECTS,
                                     f"more than {self._max_redirects} redirects")
             target = self._redirect_target(target, location)
+
+    def _without_credentials(self, url: httpx.URL) -> httpx.URL:
+        """Drop the auth query parameter and any parameter echoing a secret (a redirect may
+        carry one); `_send` adds the credential back for the profile's own origin only."""
+        secrets = self._auth.values()
+        for name, value in url.params.multi_items():
+            if name == self._auth.query_param or value in secrets:
+                url = url.copy_remove_param(name)
+        return url
 
     def _check_headers(self, headers: Mapping[str, str]) -> dict[str, str]:
         for name, value in headers.items():
@@ -317,15 +326,13 @@ class GuardedClient:
         return clean
 
 
-def _reject_bad_location(response: httpx.Response) -> None:
-    """httpx raises RemoteProtocolError on an unparseable Location; refuse it as egress."""
-    location = response.headers.get("location")
-    if location is not None and response.status_code in REDIRECT_STATUSES:
-        try:
-            httpx.URL(location)
-        except httpx.InvalidURL:
-            response.close()
-            raise EgressRefused(Reason.INVALID_URL, "redirect Location does not parse") from None
+def _take_location(response: httpx.Response) -> None:
+    """Move Location out of httpx's sight: its redirect builder raises on malformed ones
+    (`http:127.0.0.1/x`, `http://0177.0.0.1/`) and fixes up others; we judge them ourselves."""
+    if response.status_code in REDIRECT_STATUSES and "location" in response.headers:
+        response.extensions = {**response.extensions,
+                               _LOCATION: response.headers["location"]}
+        del response.headers["location"]
 
 
 def build_client(resolved: ResolvedProfile, *, env: str, secrets: SecretResolver | None = None,
@@ -361,6 +368,6 @@ def build_client(resolved: ResolvedProfile, *, env: str, secrets: SecretResolver
                        **spec.request.headers}
     client = httpx.Client(transport=transport, trust_env=False, follow_redirects=False,
                           headers=default_headers,
-                          event_hooks={"response": [_reject_bad_location]})
+                          event_hooks={"response": [_take_location]})
     return GuardedClient(client, transport, guard, spec.transport, auth, base_url,
                          egress.max_redirects, egress.allow_cross_origin_redirects, redactor)

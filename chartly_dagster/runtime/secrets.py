@@ -174,6 +174,10 @@ class ResolvedAuth:
             return {self.query_param: self.secret.reveal()}
         return {}
 
+    def values(self) -> frozenset[str]:
+        """The plain secret values, for spotting one echoed back in a redirect URL."""
+        return frozenset(s.reveal() for s in (self.secret, self.username) if s is not None)
+
     def header_names(self) -> frozenset[str]:
         """Lower-cased names of headers that carry credentials; stripped across origins."""
         names = {"authorization", "proxy-authorization", "cookie"}
