@@ -1,0 +1,134 @@
+"""Turn one profile's partitions into Dagster events while the windows are fetched.
+
+Like dagster-sling's event iterator: the run reports as the work progresses. Each page
+that is durably staged becomes an `AssetObservation` (the resume point if the run dies),
+and each finished window gets its own per-partition metadata; the single
+`MaterializeResult` at the end carries nothing partition-specific, because Dagster would
+copy it onto every partition of a range run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetObservation,
+    Failure,
+    MetadataValue,
+    PartitionsDefinition,
+    TableColumn,
+    TableSchema,
+)
+
+from ..core.catalog import ResolvedProfile
+from ..core.errors import ChartlyError
+from ..core.plan import build_plan
+from ..core.refs import format_ref
+from ..runtime.executor import PageProgress, WindowResult, fetch_window
+from ..runtime.http import EnvPolicy
+from ..runtime.secrets import SecretResolver
+from . import metadata as md
+from .checkpoints import last_materialization, resume_state
+from .partitions import previous_partition_key, window_for_partition
+
+
+def column_schema(result: WindowResult) -> TableSchema:
+    """The written file's Arrow schema as Dagster's column schema (shown in the UI)."""
+    return TableSchema(columns=[TableColumn(name=f.name, type=str(f.type)) for f in
+                                result.arrow_schema])
+
+
+def partition_metadata(result: WindowResult, *, env: str,
+                       previous_watermark: str | None) -> dict[str, Any]:
+    """Everything a partition's materialization records, checks and resumes read it back."""
+    return {
+        md.CHECKPOINT: MetadataValue.json(result.checkpoint),
+        md.PROFILE_REF: result.ref,
+        md.RESOLVED_HASH: result.resolved_hash,
+        md.PLAN_HASH: result.plan_hash,
+        md.CONTENT_HASH: result.content_hash,
+        md.ENV: env,
+        md.WINDOW_START: result.window.to_dict()["start"],
+        md.WINDOW_END: result.window.to_dict()["end"],
+        md.RECORDS: result.records,
+        md.PAGES: result.pages,
+        md.BYTES: result.bytes,
+        md.FILE_BYTES: result.file_bytes,
+        md.REQUESTS: result.requests,
+        md.RETRIES: result.retries,
+        md.DROPPED_OUT_OF_WINDOW: result.dropped_out_of_window,
+        md.DUPLICATES: result.duplicates,
+        md.FINDINGS: MetadataValue.json(result.findings),
+        md.WATERMARK: result.watermark or "",
+        md.PREVIOUS_WATERMARK: previous_watermark or "",
+        md.RESUMED_FROM_PAGE: result.resumed_from_page,
+        md.DURATION_SECONDS: round(result.duration_seconds, 3),
+        md.URI: result.uri,
+        md.URI_DAGSTER: result.uri,
+        md.ROW_COUNT: result.records,
+        md.COLUMN_SCHEMA: column_schema(result),
+    }
+
+
+def _page_observer(context: AssetExecutionContext, key: AssetKey, partition: str,
+                   plan_hash: str) -> Callable[[PageProgress], None]:
+    """Log each staged page at once (not when the step ends): it must outlive a crash."""
+    def observe(progress: PageProgress) -> None:
+        context.log_event(AssetObservation(asset_key=key, partition=partition, metadata={
+            md.OBSERVATION_KIND: md.PAGE_OBSERVATION,
+            md.PAGE: progress.page,
+            md.RECORDS: progress.records,
+            md.BYTES: progress.bytes,
+            md.PLAN_HASH: plan_hash,
+            md.CHECKPOINT: MetadataValue.json(progress.checkpoint),
+            md.RESUME_STATE: MetadataValue.json(progress.resume.to_dict()),
+        }))
+    return observe
+
+
+def connector_event_iterator(context: AssetExecutionContext, *, resolved: ResolvedProfile,
+                             key: AssetKey, partitions_def: PartitionsDefinition, env: str,
+                             destination: str, staging_dir: str, secrets: SecretResolver,
+                             env_policy: EnvPolicy) -> Iterator[AssetObservation]:
+    """Fetch every partition of the run in order, resuming any window left in flight.
+
+    A finished window yields a `window_complete` observation so that a later re-execution
+    does not mistake that window's last page observation for a resume point.
+    """
+    instance = context.instance
+    for partition in context.partition_keys:
+        window = window_for_partition(partitions_def, partition)
+        plan_hash = build_plan(resolved, window).plan_hash
+        previous = last_materialization(instance, key, partition)
+        prior_key = previous_partition_key(partitions_def, partition)
+        prior = last_materialization(instance, key, prior_key) if prior_key else None
+        previous_watermark = (prior.metadata.get(md.WATERMARK) or None) if prior else None
+        resume = resume_state(instance, key, partition, plan_hash=plan_hash,
+                              after_storage_id=previous.storage_id if previous else None)
+        if resume is not None:
+            context.log.info(f"{partition}: resuming after page {resume.pages_done} "
+                             f"({resume.records_done} records staged)")
+        try:
+            result = fetch_window(
+                resolved, window, env=env, destination=destination, secrets=secrets,
+                resume=resume, partition=partition, env_policy=env_policy,
+                staging_dir=staging_dir,
+                on_page=_page_observer(context, key, partition, plan_hash))
+        except ChartlyError as exc:
+            raise Failure(
+                description=f"{format_ref(resolved.ref)} partition {partition}: {exc.message}",
+                metadata={"partition": partition, "code": exc.code,
+                          "window_start": window.to_dict()["start"]},
+                allow_retries=exc.platform_code in ("unavailable", "rate_limited"),
+            ) from exc
+        context.add_asset_metadata(
+            partition_metadata(result, env=env, previous_watermark=previous_watermark),
+            asset_key=key, partition_key=partition)
+        context.log.info(f"{partition}: {result.records} records in {result.pages} pages "
+                         f"-> {result.uri}")
+        yield AssetObservation(asset_key=key, partition=partition, metadata={
+            md.OBSERVATION_KIND: "window_complete", md.PLAN_HASH: result.plan_hash,
+            md.CONTENT_HASH: result.content_hash, md.RECORDS: result.records})

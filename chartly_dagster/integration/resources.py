@@ -1,0 +1,112 @@
+"""Configurable resources: where files go, where secrets come from, what egress may reach.
+
+Each resource is configured with names, paths and `EnvVar`s only, so the Dagster UI shows
+`CHARTLY_SECRETS_DIR` rather than anything it points at; the assets ask the resources and
+never read environment variables themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import Enum
+from types import MappingProxyType
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+from dagster import ConfigurableResource, DagsterInstance
+from pydantic import Field
+
+from ..runtime.http import EnvPolicy
+from ..runtime.secrets import (
+    EnvSecretProvider,
+    FileSecretProvider,
+    SecretProvider,
+    SecretResolver,
+)
+
+
+class SecretProviderName(Enum):
+    """The runtime's secret providers a deployment may enable."""
+
+    ENV = "env"
+    FILE = "file"
+
+
+class ChartlyStorageResource(ConfigurableResource):
+    """Where partitions land: a local folder by default (under DAGSTER_HOME), or any fsspec URL.
+
+    Staging (the pages of a window in flight) always stays on local disk next to the
+    instance, because a resumed run must find it on the machine that retries.
+    """
+
+    root: str | None = Field(None, description=(
+        "Folder or fsspec URL (s3://bucket/prefix, gs://..., file:///...) the Parquet files "
+        "are written under; default <DAGSTER_HOME>/chartly/data."))
+    staging_root: str | None = Field(None, description=(
+        "Local folder for windows in flight; default <DAGSTER_HOME>/chartly/staging."))
+
+    def destination(self, instance: DagsterInstance) -> str:
+        return (self.root or f"{instance.root_directory}/chartly/data").rstrip("/")
+
+    def staging_dir(self, instance: DagsterInstance) -> str:
+        return (self.staging_root or f"{instance.root_directory}/chartly/staging").rstrip("/")
+
+    def read_table(self, uri: str) -> pa.Table:
+        """Read one written partition back, whatever filesystem its URI names."""
+        filesystem, path = fsspec.core.url_to_fs(uri)
+        return pq.read_table(path, filesystem=filesystem)
+
+    def write_table(self, table: pa.Table, uri: str) -> None:
+        """Write a derived table (connector partitions are written by the runtime)."""
+        filesystem, path = fsspec.core.url_to_fs(uri)
+        filesystem.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        with filesystem.open(path, "wb") as handle:
+            pq.write_table(table, handle)
+
+
+class ChartlySecretsResource(ConfigurableResource):
+    """Resolves `secretRef`s through the runtime's providers, in the order configured.
+
+    `env` reads `CHARTLY_SECRET_<NAME>_<KEY>` variables; `file` reads mounted secrets at
+    `<secrets_dir>/<name>/<key>` (Kubernetes Secret volumes).
+    """
+
+    providers: list[SecretProviderName] = Field(
+        default_factory=lambda: [SecretProviderName.ENV, SecretProviderName.FILE],
+                                          description="Providers to try, in order.")
+    secrets_dir: str | None = Field(None, description=(
+        "Mounted secrets folder for the `file` provider; pass EnvVar('CHARTLY_SECRETS_DIR')."))
+
+    def _provider(self, name: SecretProviderName) -> SecretProvider | None:
+        if name == SecretProviderName.ENV:
+            return EnvSecretProvider()
+        return FileSecretProvider(self.secrets_dir) if self.secrets_dir else None
+
+    def resolver(self) -> SecretResolver:
+        """A fresh resolver per run, so the redactor only knows this run's values."""
+        chosen = [self._provider(name) for name in self.providers]
+        return SecretResolver([p for p in chosen if p is not None])
+
+
+class ChartlyEgressResource(ConfigurableResource):
+    """The env the assets run in and which address space each env may open to a profile.
+
+    A profile's `egressPolicy.allowedCidrs` must sit inside its env's ranges here; plain
+    http is accepted only in the listed envs (the dev sandbox).
+    """
+
+    env: str = Field(description="dev, staging or prod; pass EnvVar('CHARTLY_ENV') to choose "
+                                 "it per deployment.")
+    allowed_cidrs: dict[str, list[str]] | None = Field(None, description=(
+        "CIDRs each env may allow into non-public space; default: loopback and private in "
+        "dev, private only in staging and prod."))
+    plaintext_http_envs: list[str] = Field(default_factory=lambda: ["dev"])
+
+    def policy(self) -> EnvPolicy:
+        if self.allowed_cidrs is None:
+            return EnvPolicy(plaintext_http_envs=frozenset(self.plaintext_http_envs))
+        cidrs: Mapping[str, tuple[str, ...]] = MappingProxyType(
+            {env: tuple(values) for env, values in self.allowed_cidrs.items()})
+        return EnvPolicy(allowable_cidrs=cidrs,
+                         plaintext_http_envs=frozenset(self.plaintext_http_envs))
