@@ -53,8 +53,9 @@ def header(inv: Invocation, resolved: ResolvedProfile, window: Window) -> dict[s
 
 def validation(findings: list[dict[str, Any]] | tuple[dict[str, Any], ...],
                code: str | None = None) -> dict[str, Any]:
-    """The validation section; findings sorted so their order never depends on discovery."""
-    ordered = sorted(findings, key=canonical_json)
+    """The validation section; findings sorted by path (then content) so their order never
+    depends on discovery."""
+    ordered = sorted(findings, key=lambda f: (str(f.get("path", "")), canonical_json(f)))
     failed = bool(ordered) or code is not None
     return {"ok": not failed,
             "code": (code or "validation_failed") if failed else None,
