@@ -125,13 +125,16 @@ def test_exit_code_table(capsys: pytest.CaptureFixture[str], label: str, args: l
     assert err.startswith(f"error [{error_code}]: ")
 
 
-@pytest.mark.parametrize("command", ["run", "validate"])
-def test_missing_ref_is_precondition_for_every_command(capsys: pytest.CaptureFixture[str],
-                                                       command: str) -> None:
-    args = _without(_dev(command), "--connector-profile")
+@pytest.mark.parametrize(("command", "extra"), [("run", ()), ("validate", ()),
+                                              ("run", ("--apply",)), ("doctor", ("--apply",))])
+def test_missing_ref_is_precondition_for_every_command(
+        capsys: pytest.CaptureFixture[str], no_network: list[Any], command: str,
+        extra: tuple[str, ...]) -> None:
+    args = [*_without(_dev(command), "--connector-profile"), *extra]
     code, out, _ = run_cli(capsys, *args)
     assert code == 3, out
     assert _error(out)["error"]["field"] == "--connector-profile"
+    assert no_network == []
 
 
 def test_usage_error_keeps_json_format_before_parsing(capsys: pytest.CaptureFixture[str]) -> None:
