@@ -125,7 +125,11 @@ class FileSecretProvider:
             data = handle.read(MAX_SECRET_FILE_BYTES + 1)
         if len(data) > MAX_SECRET_FILE_BYTES:
             return None
-        text = data.decode("utf-8", errors="strict")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise SecretInvalid(f"secret {ref} in {self._path(ref)} is not UTF-8",
+                                field="secretRef") from None
         return text[:-2] if text.endswith("\r\n") else text.removesuffix("\n")
 
     def describe(self, ref: SecretRef) -> str:
