@@ -106,13 +106,14 @@ def test_slices() -> None:
     ("date", True, "2026-02-01", "2026-02-01"),
 ])
 def test_window_params(fmt: str, inclusive: bool, start: str, end: str) -> None:
-    spec = WindowSpec(start_param="from", end_param="to", format=fmt, end_inclusive=inclusive)
+    spec = WindowSpec.model_validate({"startParam": "from", "endParam": "to", "format": fmt,
+                                      "endInclusive": inclusive})
     assert window_params(DAY, spec) == {"from": start, "to": end}
 
 
 def test_window_params_only_named_bounds() -> None:
     assert window_params(DAY, WindowSpec()) == {}
-    assert window_params(DAY, WindowSpec(start_param="since")) == {
+    assert window_params(DAY, WindowSpec.model_validate({"startParam": "since"})) == {
         "since": "2026-02-01T00:00:00Z"}
 
 

@@ -130,6 +130,15 @@ def test_unknown_keys_are_rejected(tmp_path: Path, where: str, key: str) -> None
     assert "Extra inputs are not permitted" in extra[0].message
 
 
+def test_snake_case_spellings_are_refused_like_the_schema_does(tmp_path: Path) -> None:
+    """The loader and `profiles schema` agree: only the camelCase spelling is a key."""
+    doc = base_doc()
+    transport = doc["spec"]["transport"]
+    transport["base_url"] = transport.pop("baseUrl")
+    fields = [i.field for i in _issues(tmp_path, doc)]
+    assert "spec.transport.base_url" in fields and "spec.transport.baseUrl" in fields
+
+
 def test_typo_reports_both_the_unknown_and_the_missing_key(tmp_path: Path) -> None:
     doc = base_doc()
     doc["spec"]["pagnation"] = doc["spec"].pop("pagination")

@@ -43,7 +43,7 @@ class StrictModel(BaseModel):
     """Base for every profile section: camelCase keys, unknown keys rejected, frozen."""
 
     model_config = ConfigDict(
-        extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True,
+        extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=False,
         str_strip_whitespace=False, validate_default=True,
     )
 
