@@ -48,7 +48,7 @@ ENDPOINTS: dict[str, EndpointShape] = {
     )
 }
 
-_CURRENCIES = ("EUR", "USD", "GBP", "CHF", "SEK", "JPY", "PLN", "NOK")
+_CURRENCY_BYTES = (b"EUR", b"USD", b"GBP", b"CHF", b"SEK", b"JPY", b"PLN", b"NOK")
 _FIRST_NAMES = ("Zoë", "José", "Åsa", "Björn", "Chloé", "Dmitrij", "Łukasz", "Renée",
                 "Søren", "Ana María", "François", "Jürgen", "Núria", "Ögedei", "Siân", "Zoltán")
 _LAST_NAMES = ("Müller", "Núñez", "O'Brien", "Škoda", "Dvořák", "Ångström", "Łęcki",
@@ -77,19 +77,15 @@ def _salt(seed: int, path: str) -> int:
     return int.from_bytes(digest, "big")
 
 
-def _json_str(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
 @lru_cache(maxsize=16)
-def _pools(seed: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def _pools(seed: int) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
     """Pre-rendered customer objects and text strings (JSON), so a record is one %-format."""
     customers = []
     for k in range(256):
         h = _mix64((_salt(seed, "customers") + k * _GOLDEN) & _MASK)
         name = f"{_FIRST_NAMES[k & 15]} {_LAST_NAMES[k >> 4]}"
-        customers.append(_json_str({"id": f"cus_{h & 0xFFFFFFFFFF:010x}", "name": name}))
-    return tuple(customers), tuple(_json_str(t) for t in _TEXTS)
+        customers.append(orjson.dumps({"id": f"cus_{h & 0xFFFFFFFFFF:010x}", "name": name}))
+    return tuple(customers), tuple(orjson.dumps(t) for t in _TEXTS)
 
 
 @lru_cache(maxsize=4096)
@@ -97,11 +93,22 @@ def _day_text(day_number: int) -> str:
     return (date(1970, 1, 1) + timedelta(days=day_number)).isoformat()
 
 
+@lru_cache(maxsize=4096)
+def _day_bytes(day_number: int) -> bytes:
+    return _day_text(day_number).encode()
+
+
+@lru_cache(maxsize=1)
+def _clock_texts() -> tuple[bytes, ...]:
+    """b"HH:MM:SS" for every second of a day: a lookup beats three divmods per record."""
+    return tuple(b"%02d:%02d:%02d" % (h, m, s) for h in range(24) for m in range(60)
+                 for s in range(60))
+
+
 def format_rfc3339(epoch_s: int) -> str:
     """RFC3339 UTC with `Z`, whole seconds, as every rfc3339 endpoint renders it."""
     day_number, second = divmod(epoch_s, 86400)
-    hours, rest = divmod(second, 3600)
-    return f"{_day_text(day_number)}T{hours:02d}:{rest // 60:02d}:{rest % 60:02d}Z"
+    return f"{_day_text(day_number)}T{_clock_texts()[second].decode()}Z"
 
 
 class Stream:
@@ -123,11 +130,12 @@ class Stream:
         self._salt = _salt(seed, path)
         self._customers, self._texts = _pools(seed)
         shape = self.shape
-        time_value = '"%sT%02d:%02d:%02dZ"' if shape.time_style == "rfc3339" else "%d"
-        # One %-template per endpoint: rendering a record is a hash plus a format call.
+        time_value = '"%sT%sZ"' if shape.time_style == "rfc3339" else "%d"
+        # One bytes %-template per endpoint: a record is a hash plus one format call, and
+        # a page is a bytes join (no str -> UTF-8 encode of a 200 KB body).
         self._template = (
             f'{{"{shape.id_key}":"{shape.id_prefix}%016x","{shape.time_key}":{time_value},'
-            '"amount":%d.%02d,"currency":"%s","customer":%s,"text":%s}')
+            '"amount":%d.%02d,"currency":"%s","customer":%s,"text":%s}').encode()
 
     def _hash(self, i: int) -> int:
         return _mix64((self._salt + i * _GOLDEN) & _MASK)
@@ -153,16 +161,21 @@ class Stream:
         hi = self.first_index_at_or_after(end_s)
         return lo, max(lo, hi)
 
-    def render(self, lo: int, hi: int) -> list[str]:
-        """JSON text of events `lo..hi-1`, one string each, in the endpoint's shape."""
-        out: list[str] = []
-        # Local names and one loop per time style keep this serving hot path at ~2 us/record.
+    def render(self, lo: int, hi: int) -> list[bytes]:
+        """JSON (UTF-8) of events `lo..hi-1`, one bytes object each, in the endpoint's shape."""
+        out: list[bytes] = []
+        # The serving hot path: _mix64 and _time_rel are inlined and everything is a local
+        # name, which together take ~30% off the cost of a record.
         append, template = out.append, self._template
-        customers, texts, currencies = self._customers, self._texts, _CURRENCIES
-        salt, rate, style, day_text = self._salt, self.rate, self.shape.time_style, _day_text
+        customers, texts, currencies = self._customers, self._texts, _CURRENCY_BYTES
+        salt, rate, style = self._salt, self.rate, self.shape.time_style
+        day_bytes, clock, mask, golden = _day_bytes, _clock_texts(), _MASK, _GOLDEN
         for i in range(lo, hi):
-            h = _mix64((salt + i * _GOLDEN) & _MASK)
-            base = (i * 3600) // rate  # inlined _time_rel
+            x = (salt + i * golden) & mask
+            x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & mask
+            x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & mask
+            h = x ^ (x >> 31)
+            base = (i * 3600) // rate
             width = ((i + 1) * 3600) // rate - base
             t = ORIGIN_EPOCH_S + base + (h % width if width else 0)
             cents = (h >> 16) % 99_900 + 100
@@ -170,16 +183,14 @@ class Stream:
                     customers[(h >> 44) & 255], texts[(h >> 52) & 15])
             if style == "rfc3339":
                 day_number, second = divmod(t, 86400)
-                hours, rest = divmod(second, 3600)
-                minutes, seconds = divmod(rest, 60)
-                append(template % (h, day_text(day_number), hours, minutes, seconds, *tail))
+                append(template % (h, day_bytes(day_number), clock[second], *tail))
             else:
                 append(template % (h, t * 1000 if style == "epoch_ms" else t, *tail))
         return out
 
     def records(self, lo: int, hi: int) -> list[dict[str, Any]]:
         """Events `lo..hi-1` parsed back from the exact bytes the API serves."""
-        return orjson.loads(("[" + ",".join(self.render(lo, hi)) + "]").encode())
+        return orjson.loads(b"[" + b",".join(self.render(lo, hi)) + b"]")
 
 
 def to_epoch_seconds(moment: datetime | str | int) -> int:

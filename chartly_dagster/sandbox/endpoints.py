@@ -137,7 +137,7 @@ def _resume(req: PageRequest, token_name: str, window: Callable[[], tuple[int, i
 
 # -- pages ------------------------------------------------------------------------------
 
-def _items(req: PageRequest, a: int, b: int, first_page: bool) -> str:
+def _items(req: PageRequest, a: int, b: int, first_page: bool) -> bytes:
     """Records `a..b-1` joined, with a record-level fault (duplicate, skip) applied."""
     fragments = req.stream.render(a, b)
     kind = req.fault.kind if req.fault else None
@@ -146,7 +146,7 @@ def _items(req: PageRequest, a: int, b: int, first_page: bool) -> str:
         fragments.insert(0, fragments[0] if first_page else req.stream.render(a - 1, a)[0])
     elif kind == "skip" and fragments:
         del fragments[0]
-    return ",".join(fragments)
+    return b",".join(fragments)
 
 
 def _stuck(req: PageRequest) -> bool:
@@ -167,8 +167,8 @@ def events(req: PageRequest) -> Reply:
     items = _items(req, position, stop, first)
     cursor = encode_token(req.path, position if _stuck(req) else stop, end)
     has_next = stop < end or _stuck(req)
-    tail = orjson.dumps(cursor if has_next else None).decode()
-    return Reply(200, f'{{"data":{{"items":[{items}]}},"next_cursor":{tail}}}'.encode())
+    tail = orjson.dumps(cursor if has_next else None)
+    return Reply(200, b'{"data":{"items":[%s]},"next_cursor":%s}' % (items, tail))
 
 
 def feed(req: PageRequest) -> Reply:
@@ -187,8 +187,8 @@ def feed(req: PageRequest) -> Reply:
         params["page_size"] = size
         params["after"] = encode_token(req.path, position if _stuck(req) else stop, end)
         next_url = _next_url(req, params)
-    links = orjson.dumps({"next": next_url}).decode()
-    return Reply(200, f'{{"items":[{items}],"links":{links}}}'.encode())
+    links = orjson.dumps({"next": next_url})
+    return Reply(200, b'{"items":[%s],"links":%s}' % (items, links))
 
 
 def orders(req: PageRequest) -> Reply:
@@ -199,7 +199,7 @@ def orders(req: PageRequest) -> Reply:
     limit = _int(q, "limit", default=100, low=1, high=1_000)
     a = min(lo + offset, hi)
     items = _items(req, a, min(a + limit, hi), offset == 0)
-    return Reply(200, f'{{"results":[{items}],"total":{hi - lo}}}'.encode())
+    return Reply(200, b'{"results":[%s],"total":%d}' % (items, hi - lo))
 
 
 def invoices(req: PageRequest) -> Reply:
@@ -212,7 +212,7 @@ def invoices(req: PageRequest) -> Reply:
     per_page = _int(q, "per_page", default=100, low=1, high=500)
     a = min(lo + (page - 1) * per_page, hi)
     items = _items(req, a, min(a + per_page, hi), page == 1)
-    return Reply(200, f"[{items}]".encode())
+    return Reply(200, b"[%s]" % items)
 
 
 def metrics(req: PageRequest) -> Reply:
@@ -223,7 +223,7 @@ def metrics(req: PageRequest) -> Reply:
     lo, hi = req.stream.index_range(-(-start_ms // 1000), -(-end_ms // 1000))
     headers = [("X-Truncated", "true")] if hi - lo > limit else []
     items = _items(req, lo, min(hi, lo + limit), True)
-    return Reply(200, f'{{"records":[{items}]}}'.encode(), headers)
+    return Reply(200, b'{"records":[%s]}' % items, headers)
 
 
 def tickets(req: PageRequest) -> Reply:
@@ -244,7 +244,7 @@ def tickets(req: PageRequest) -> Reply:
         params["per_page"] = size
         params["page_token"] = encode_token(req.path, position if _stuck(req) else stop, end)
         headers.append(("Link", f'<{_next_url(req, params)}>; rel="next"'))
-    return Reply(200, f"[{items}]".encode(), headers)
+    return Reply(200, b"[%s]" % items, headers)
 
 
 ROUTES: dict[str, Callable[[PageRequest], Reply]] = {
