@@ -104,6 +104,15 @@ def window_params(window: Window, spec: WindowSpec) -> dict[str, str]:
     if spec.start_param:
         params[spec.start_param] = format_bound(window.start, spec.format)
     if spec.end_param:
-        end = window.end - _UNIT[spec.format] if spec.end_inclusive else window.end
+        end = window.end
+        if spec.format == "date":
+            # A date names a whole day: the last day holding any instant of [start, end)
+            # when the end is inclusive, else the first day after it (a bound inside a day
+            # must not cut that day off; records outside the window are dropped later).
+            last = (end - timedelta(microseconds=1)).date()
+            day = last if spec.end_inclusive else last + timedelta(days=1)
+            end = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        elif spec.end_inclusive:
+            end = end - _UNIT[spec.format]
         params[spec.end_param] = format_bound(end, spec.format)
     return params

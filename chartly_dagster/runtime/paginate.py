@@ -154,6 +154,14 @@ class Paginator:
         if page.records > size:
             self._violation(f"page returned {page.records} records, more than pageSize {size}")
         if page.records < size or page.records == 0:
+            # A short page ends the window, so it must also end the declared total;
+            # otherwise records were skipped (no implicit skipping, seed 001).
+            short = (position + page.records < total if self.mode == "offset"
+                     else position < total) if total is not None else False
+            if short:
+                self._violation(f"{self.mode} {position} returned {page.records} of "
+                                f"{size} records but the declared total {total} says "
+                                "more follow: records were skipped")
             return None
         following = position + step
         if total is not None and (following >= total if self.mode == "offset"
