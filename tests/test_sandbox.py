@@ -540,6 +540,23 @@ def test_binds_loopback_only_unless_allowed() -> None:
         assert sb.host == "127.0.0.1" and sb.base_url == f"http://127.0.0.1:{sb.port}"
 
 
+def test_binds_ipv6_loopback(client: httpx.Client) -> None:
+    with run_sandbox(host="::1") as sb:
+        assert sb.base_url == f"http://[::1]:{sb.port}"
+        assert client.get(sb.url("/health")).json() == {"ok": True}
+
+
+def test_fault_parameters_are_checked() -> None:
+    with pytest.raises(ValueError, match="not a sandbox path"):
+        Fault("status", endpoint="/v1/event")
+    with pytest.raises(ValueError, match="3xx"):
+        Fault("redirect", status=200)
+    with pytest.raises(ValueError, match="unknown fault kind"):
+        Fault("explode")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=">= 1"):
+        Fault("skip", on_request=0)
+
+
 def test_closed_sandbox_refuses_connections(client: httpx.Client) -> None:
     with run_sandbox() as sb:
         assert client.get(sb.url("/health")).status_code == 200

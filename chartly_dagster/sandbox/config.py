@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from .data import ENDPOINTS, MAX_EVENTS_PER_HOUR, Stream
-from .faults import FaultPlan
+from .faults import ME_PATH, FaultPlan
 
 SandboxAuth = (
     tuple[Literal["bearer"], str]
@@ -18,7 +18,6 @@ SandboxAuth = (
     | tuple[Literal["api_key_query"], str, str]
     | tuple[Literal["basic"], str, str]
 )
-ME_PATH = "/v1/me"
 _AUTH_ARITY = {"bearer": 2, "api_key_header": 3, "api_key_query": 3, "basic": 3}
 
 

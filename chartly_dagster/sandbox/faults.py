@@ -11,10 +11,14 @@ import threading
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
+from .data import ENDPOINTS
+
 FaultKind = Literal["status", "redirect", "slow", "reset", "truncated", "malformed", "oversized",
                     "duplicate", "skip", "stuck_cursor"]
 FAULT_KINDS: frozenset[str] = frozenset(get_args(FaultKind))
 HEALTH_PATH = "/health"
+ME_PATH = "/v1/me"
+KNOWN_PATHS: frozenset[str] = frozenset({*ENDPOINTS, HEALTH_PATH, ME_PATH})
 
 
 @dataclass
@@ -62,6 +66,9 @@ class Fault:
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {self.kind!r}; one of {sorted(FAULT_KINDS)}")
+        if self.endpoint is not None and self.endpoint not in KNOWN_PATHS:
+            raise ValueError(f"fault endpoint {self.endpoint!r} is not a sandbox path; one of "
+                             f"{sorted(KNOWN_PATHS)}")  # a typo would never fire
         if self.on_request < 1 or self.every < 1 or (self.times is not None and self.times < 1):
             raise ValueError("on_request, every and times must be >= 1")
         if self.status is None:

@@ -25,10 +25,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from .config import ME_PATH, SandboxAuth, SandboxConfig
+from .config import SandboxAuth, SandboxConfig
 from .data import to_epoch_seconds
 from .endpoints import ROUTES, BadRequest, PageRequest, Reply, error_body
-from .faults import HEALTH_PATH, Fault, FaultPlan
+from .faults import HEALTH_PATH, ME_PATH, Fault, FaultPlan
 
 REDACTED = "[redacted]"
 _STATUS_CODES = {400: "invalid_argument", 401: "unauthenticated", 403: "permission_denied",
@@ -157,8 +157,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(403, f"the credential may not read {path}")
             return
         fault = config.faults.take(path, ordinal)
-        if fault is not None and self._short_circuit(fault):
+        if fault is not None and fault.kind in ("status", "redirect"):
+            self._answer_instead(fault)
             return
+        if fault is not None and fault.kind == "slow" and fault.phase == "headers":
+            time.sleep(fault.delay_ms / 1000)
         if path == ME_PATH:
             reply = Reply(200, b'{"ok":true}')
         else:
@@ -188,38 +191,30 @@ class _Handler(BaseHTTPRequestHandler):
         expected = base64.b64encode(f"{auth[1]}:{auth[2]}".encode()).decode()
         return _same(given[6:].strip(), expected)
 
-    def _short_circuit(self, fault: Fault) -> bool:
-        """Answer a status or redirect fault before any page is built; True if answered."""
-        assert fault.status is not None
-        if fault.kind == "status":
-            headers = []
-            if fault.retry_after_s is not None:
-                value = (str(fault.retry_after_s) if fault.retry_after_format == "seconds"
-                         else formatdate(time.time() + fault.retry_after_s, usegmt=True))
-                headers.append(("Retry-After", value))
-            self._error(fault.status, f"injected fault: status {fault.status}", headers)
-            return True
+    def _answer_instead(self, fault: Fault) -> None:
+        """A status or redirect fault replaces the page entirely."""
+        assert fault.status is not None  # set by Fault.__post_init__
         if fault.kind == "redirect":
             self._send(fault.status, b"", [("Location", fault.location)])
-            return True
-        if fault.kind == "slow" and fault.phase == "headers":
-            time.sleep(fault.delay_ms / 1000)
-        return False
+            return
+        headers = []
+        if fault.retry_after_s is not None:
+            value = (str(fault.retry_after_s) if fault.retry_after_format == "seconds"
+                     else formatdate(time.time() + fault.retry_after_s, usegmt=True))
+            headers.append(("Retry-After", value))
+        self._error(fault.status, f"injected fault: status {fault.status}", headers)
 
     def _deliver(self, reply: Reply, fault: Fault | None) -> None:
         """Send `reply`, bent by a body or transport fault."""
-        body, kind = reply.body, fault.kind if fault else None
-        if kind == "malformed":
+        body = reply.body
+        if fault is not None and fault.kind == "malformed":
             body = _MALFORMED_BODY
-        elif kind == "oversized":
-            assert fault is not None
+        elif fault is not None and fault.kind == "oversized":
             body = _pad(body, fault.pad_bytes)
-        elif kind == "truncated":
-            assert fault is not None
+        elif fault is not None and fault.kind == "truncated":
             body = body[:int(len(body) * fault.cut_fraction)]
         head = self._head(reply.status, len(body), reply.headers)
-        if kind == "reset":
-            assert fault is not None
+        if fault is not None and fault.kind == "reset":
             self.wfile.write(head + body[:int(len(body) * fault.cut_fraction)])
             # SO_LINGER 0: closing sends RST instead of FIN, like a crashed upstream. The
             # fd only really closes once rfile (a makefile() of it) is closed too, and it
@@ -229,7 +224,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.rfile.close()
             self.connection.close()
             self.close_connection = True
-        elif kind == "slow" and fault is not None and fault.phase == "body":
+        elif fault is not None and fault.kind == "slow" and fault.phase == "body":
             cut = len(body) // 2
             self.wfile.write(head + body[:cut])
             time.sleep(fault.delay_ms / 1000)
