@@ -28,7 +28,7 @@ from ..core.plan import Limits, Plan, build_plan
 from ..core.refs import format_ref
 from ..core.windows import Window
 from .egress import Resolver
-from .envelope_arrow import ENVELOPE_ARROW_SCHEMA, EnvelopeBuilder, IdSet
+from .envelope_arrow import ENVELOPE_ARROW_SCHEMA, EnvelopeBuilder, IdSet, validate_envelopes
 from .http import EnvPolicy, GuardedClient, build_client
 from .paginate import PageInfo, PageRequest, Paginator, field_value
 from .parquet import PageStaging, write_window_file
@@ -169,22 +169,25 @@ class _Window:
 
     def checkpoint(self, paginator: Paginator) -> dict[str, Any]:
         ref = self.resolved.ref
-        state = dict(paginator.state)
-        state["seen"] = state.get("seen", [])[-CHECKPOINT_SEEN:]
-        payload = {"next": state.get("next"), "pages": self.pages, "records": self.records,
-                   "sequence_next": self.sequence, "watermark": self.watermark,
-                   "state": state}
+        payload = {**self._position(paginator), "pages": self.pages, "records": self.records,
+                   "sequence_next": self.sequence, "watermark": self.watermark}
         return {"scope": {"tenant": ref.tenant, "project": ref.project,
                           "connector": ref.name,
                           "partition": self.partition or format_rfc3339(self.window.start)},
                 "checkpoint_type": paginator.checkpoint_type, "payload": payload,
                 "updated_at": format_rfc3339(self.clock().replace(microsecond=0))}
 
-    def resume_state(self, paginator: Paginator) -> ResumeState:
+    @staticmethod
+    def _position(paginator: Paginator) -> dict[str, Any]:
+        """The paginator's state, with only the latest cursors kept for repeat detection."""
         state = dict(paginator.state)
-        state["seen"] = state.get("seen", [])[-CHECKPOINT_SEEN:]
-        return ResumeState(self.pages, self.records, self.sequence, state, self.dropped,
-                           self.bytes)
+        if "seen" in state:
+            state["seen"] = state["seen"][-CHECKPOINT_SEEN:]
+        return state
+
+    def resume_state(self, paginator: Paginator) -> ResumeState:
+        return ResumeState(self.pages, self.records, self.sequence, self._position(paginator),
+                           self.dropped, self.bytes)
 
 
 def _records_of(body: Any, path: str) -> list[Any]:
@@ -345,6 +348,7 @@ def _drive(client: GuardedClient, paginator: Paginator, staging: PageStaging, ru
             collected_at=run.clock())
         del records, body, page
         batch = _dedupe(run, batch, keys)
+        _check_contract(run, batch)
         run.dropped += dropped
         run.sequence += batch.num_rows
         run.records += batch.num_rows
@@ -383,3 +387,14 @@ def _dedupe(run: _Window, batch: pa.RecordBatch, keys: np.ndarray) -> pa.RecordB
     run.duplicates += len(rows)
     run.findings.append({"code": "duplicate_record_id", "message": message})
     return batch.filter(pa.array(~seen))
+
+
+def _check_contract(run: _Window, batch: pa.RecordBatch) -> None:
+    """Fail fast (seed 001) when an envelope breaks the contract, before it is staged."""
+    findings = validate_envelopes(pa.Table.from_batches([batch]), run.window,
+                                  verify_raw_sha=False)
+    if findings:
+        first = findings[0]
+        raise InvalidArgument(f"envelope contract violated on page {run.pages + 1}: "
+                              f"{first['code']}: {first['message']} (rows {first['rows']})",
+                              field="envelope")

@@ -79,8 +79,10 @@ class Paginator:
         if state is not None:
             self.state = dict(state)
         else:
-            self.state = {"next": steps[0].to_dict(), "step": 0, "seen": [],
-                          "offset": 0, "page": spec.pagination.first_page}
+            self.state = {"next": steps[0].to_dict(), **{
+                "cursor": {"seen": []}, "link": {"seen": []}, "offset": {"offset": 0},
+                "page": {"page": spec.pagination.first_page}, "time-window": {"step": 0},
+                "none": {}}[self.mode]}
 
     @property
     def current(self) -> PageRequest | None:

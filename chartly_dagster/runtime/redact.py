@@ -111,7 +111,7 @@ class RedactingFilter(logging.Filter):
 _FILTER = RedactingFilter()
 _INSTALL_LOCK = threading.Lock()
 _FACTORY_INSTALLED = False
-_LOGGERS = ("", "httpx", "httpcore", "chartly_dagster")
+_LOGGERS = ("", "httpx", "httpcore", "chartly", "chartly_dagster")
 
 
 def install_log_redaction(redactor: Redactor) -> None:
