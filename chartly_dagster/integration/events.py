@@ -16,6 +16,7 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetObservation,
+    DagsterInstance,
     Failure,
     MetadataValue,
     PartitionsDefinition,
@@ -89,6 +90,19 @@ def _page_observer(context: AssetExecutionContext, key: AssetKey, partition: str
     return observe
 
 
+def _previous_watermark(instance: DagsterInstance, key: AssetKey,
+                        partitions_def: PartitionsDefinition, partition: str,
+                        this_run: dict[str, str | None]) -> str | None:
+    """The watermark the window before this one ended at, from this run or the instance."""
+    prior_key = previous_partition_key(partitions_def, partition)
+    if prior_key is None:
+        return None
+    if prior_key in this_run:
+        return this_run[prior_key]
+    prior = last_materialization(instance, key, prior_key)
+    return (prior.metadata.get(md.WATERMARK) or None) if prior else None
+
+
 def connector_event_iterator(context: AssetExecutionContext, *, resolved: ResolvedProfile,
                              key: AssetKey, partitions_def: PartitionsDefinition, env: str,
                              destination: str, staging_dir: str, secrets: SecretResolver,
@@ -99,13 +113,14 @@ def connector_event_iterator(context: AssetExecutionContext, *, resolved: Resolv
     does not mistake that window's last page observation for a resume point.
     """
     instance = context.instance
+    # Windows finished earlier in this run are not materialized until the step ends.
+    watermarks: dict[str, str | None] = {}
     for partition in context.partition_keys:
         window = window_for_partition(partitions_def, partition)
         plan_hash = build_plan(resolved, window).plan_hash
         previous = last_materialization(instance, key, partition)
-        prior_key = previous_partition_key(partitions_def, partition)
-        prior = last_materialization(instance, key, prior_key) if prior_key else None
-        previous_watermark = (prior.metadata.get(md.WATERMARK) or None) if prior else None
+        previous_watermark = _previous_watermark(instance, key, partitions_def, partition,
+                                                 watermarks)
         resume = resume_state(instance, key, partition, plan_hash=plan_hash,
                               after_storage_id=previous.storage_id if previous else None)
         if resume is not None:
@@ -124,8 +139,11 @@ def connector_event_iterator(context: AssetExecutionContext, *, resolved: Resolv
                           "window_start": window.to_dict()["start"]},
                 allow_retries=exc.platform_code in ("unavailable", "rate_limited"),
             ) from exc
+        watermarks[partition] = result.watermark
         context.add_asset_metadata(
-            partition_metadata(result, env=env, previous_watermark=previous_watermark),
+            {**partition_metadata(result, env=env, previous_watermark=previous_watermark),
+             md.PREVIOUS_CHECKPOINT: MetadataValue.json(
+                 previous.metadata.get(md.CHECKPOINT) if previous else None)},
             asset_key=key, partition_key=partition)
         context.log.info(f"{partition}: {result.records} records in {result.pages} pages "
                          f"-> {result.uri}")

@@ -30,6 +30,7 @@ URI = f"{PREFIX}uri"
 ENV = f"{PREFIX}env"
 WATERMARK = f"{PREFIX}watermark"
 PREVIOUS_WATERMARK = f"{PREFIX}previous_watermark"
+PREVIOUS_CHECKPOINT = f"{PREFIX}previous_checkpoint"
 RESUMED_FROM_PAGE = f"{PREFIX}resumed_from_page"
 DURATION_SECONDS = f"{PREFIX}duration_seconds"
 
