@@ -33,6 +33,7 @@ from .http import EnvPolicy, GuardedClient, build_client
 from .paginate import PageInfo, PageRequest, Paginator, field_value
 from .parquet import PageStaging, write_window_file
 from .ratelimit import bucket_for
+from .redact import install_log_redaction
 from .retry import RetryBudget, RetryPolicy, classify_status
 from .secrets import SecretResolver
 from .telemetry import audit, metrics
@@ -244,6 +245,10 @@ def fetch_window(resolved: ResolvedProfile, window: Window, *, env: str, destina
     try:
         with build_client(resolved, env=env, secrets=secrets, env_policy=env_policy,
                           resolver=resolver, verify=verify) as client:
+            if secrets is not None:
+                # Every caller (CLI, Dagster, scripts) gets scrubbed logs: httpx logs each
+                # request URL at INFO, and an apiKeyQuery credential rides in that URL.
+                install_log_redaction(secrets.redactor)
             paginator = _start(resolved, plan, staging, run, resume)
             retry = RetryPolicy(resolved.spec.retry, budget, sleep=sleep, rng=rng,
                                 on_retry=lambda exc, wait: log.info(
@@ -253,11 +258,15 @@ def fetch_window(resolved: ResolvedProfile, window: Window, *, env: str, destina
         uri, content_hash, file_bytes = write_window_file(staging, destination, relative)
         checkpoint = run.checkpoint(paginator)
         staging.clear()
-    except ChartlyError as exc:
+    except Exception as exc:
+        # Any failure ends the run: a started run always gets its failed event. Only our
+        # own errors' messages are logged (they never hold a secret); others by type only.
+        code, message = ((exc.code, exc.message) if isinstance(exc, ChartlyError)
+                         else ("internal", type(exc).__name__))
         metrics(ref_text, requests=counter[0], failed=1, bytes=run.bytes, pages=run.pages,
                 retries=budget.used, seconds=time.monotonic() - started)
-        audit("connector.run.failed", ref=ref_text, window=window.to_dict(), code=exc.code,
-              message=exc.message, pages=run.pages, partition=partition)
+        audit("connector.run.failed", ref=ref_text, window=window.to_dict(), code=code,
+              message=message, pages=run.pages, partition=partition)
         raise
     duration = time.monotonic() - started
     metrics(ref_text, requests=counter[0], failed=0, bytes=run.bytes, pages=run.pages,
