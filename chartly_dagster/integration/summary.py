@@ -27,6 +27,7 @@ from dagster import (
 
 from . import metadata as md
 from .checkpoints import last_materialization
+from .partitions import window_for_partition
 from .resources import ChartlyStorageResource
 
 SUMMARY_COLUMNS = ["asset", "record_type", "records", "distinct_events", "first_occurred_at",
@@ -92,8 +93,10 @@ def _summary_asset(key: AssetKey, upstream: Sequence[AssetKey],
             table = summarize(frames)
             uri = f"{destination}/{'/'.join(key.path)}/{partition}.parquet"
             chartly_storage.write_table(pa.Table.from_pandas(table, preserve_index=False), uri)
+            window = window_for_partition(partitions_def, partition).to_dict()
             context.add_asset_metadata({
                 md.ROW_COUNT: len(table), md.URI: uri,
+                md.WINDOW_START: window["start"], md.WINDOW_END: window["end"],
                 "records": int(table["records"].sum()),
                 "summary": MetadataValue.md(_markdown(table)),
             }, partition_key=partition)
