@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 
-.PHONY: setup test lint demo ui golden bench clean
+.PHONY: setup test lint demo ui golden bench clean system-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,10 @@ setup: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check chartly_dagster tests bench definitions.py
 
-test: lint
+system-deps:  ## PostgreSQL server + Debian Chromium for the end-to-end tests
+	./scripts/install-system-deps.sh
+
+test: lint system-deps
 	$(BIN)/python -m pytest -q
 
 demo: $(STAMP)  ## sandbox upstream + a week of partitions through Dagster + checks + summary
