@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     base = statistics.median(r["seconds"] for r in results["baseline"])
     print(f"\n{args.records:,}-record window, {args.page}-record pages, cursor pagination, "
           f"sandbox on loopback, median of {args.repeat}\n")
-    print(f"| pipeline | records | seconds | records/s | time vs baseline | peak RSS |")
+    print("| pipeline | records | seconds | records/s | time vs baseline | peak RSS |")
     print("|---|---|---|---|---|---|")
     for name in ("baseline", "chartly"):
         runs = results[name]
