@@ -41,10 +41,13 @@ SANDBOX_PORT = 8765
 # Seven explicit windows (no "now"): the week the golden plans pin starts here.
 WEEK = (datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 2, 8, tzinfo=UTC))
 # The sandbox accepts any credential; these demo values live only under DAGSTER_HOME.
+# No value may be a word of the output: the log redactor scrubs every secret value, so a
+# username of "demo" turned each "tenant-demo" in the run logs into "tenant-[REDACTED]".
 DEMO_SECRETS = {("orders-api", "api-key"): "demo-orders-key",
                 ("billing-api", "api-key"): "demo-billing-key",
                 ("sales-api", "token"): "demo-sales-token",
-                ("helpdesk", "username"): "demo", ("helpdesk", "password"): "demo-password"}
+                ("helpdesk", "username"): "helpdesk-demo-user",
+                ("helpdesk", "password"): "demo-password"}
 
 
 def _home() -> Path:

@@ -5,8 +5,8 @@ few attributes is all a dg project writes; the component calls `build_definition
 component and a hand-written code location define exactly the same assets.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: dagster derives the component's YAML schema from
+# the dataclass field types, which must be real types, not strings.
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +30,7 @@ from .scaffolder import ConnectorProfilesScaffolder
 class _ComponentTranslator(ConnectorProfileTranslator):
     """Routes spec decisions through the component, so subclassing the component works too."""
 
-    def __init__(self, component: ConnectorProfilesComponent) -> None:
+    def __init__(self, component: "ConnectorProfilesComponent") -> None:
         self._component = component
 
     def get_asset_spec(self, data: ConnectorProfileTranslatorData) -> AssetSpec:
