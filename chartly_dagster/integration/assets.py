@@ -52,7 +52,8 @@ def build_connector_asset(resolved: ResolvedProfile, *, env: str,
                           ) -> AssetsDefinition:
     """One asset for one resolved profile, partitioned by the profile's windows."""
     translator = translator or ConnectorProfileTranslator()
-    spec = translator.get_asset_spec(ConnectorProfileTranslatorData(resolved, env))
+    data = ConnectorProfileTranslatorData(resolved, env)
+    spec = translator.get_asset_spec(data)
     partitions_def = spec.partitions_def
     if partitions_def is None:
         raise ValueError(f"translator returned no partitions_def for {spec.key.to_user_string()}")
@@ -61,7 +62,8 @@ def build_connector_asset(resolved: ResolvedProfile, *, env: str,
         warnings.simplefilter("ignore", BetaWarning)
 
         @multi_asset(specs=[spec], name=spec.key.to_python_identifier(),
-                     backfill_policy=backfill_policy_for(max_partitions_per_run))
+                     backfill_policy=backfill_policy_for(max_partitions_per_run),
+                     pool=translator.get_pool(data))
         def _connector_asset(context: AssetExecutionContext,
                              chartly_storage: ChartlyStorageResource,
                              chartly_secrets: ChartlySecretsResource,

@@ -57,6 +57,18 @@ class ConnectorProfileTranslator:
     def get_partitions_def(self, data: ConnectorProfileTranslatorData) -> PartitionsDefinition:
         return partitions_def_for(data.resolved.spec.partitions)
 
+    def get_pool(self, data: ConnectorProfileTranslatorData) -> str | None:
+        """The Dagster concurrency pool the asset's step runs in: one pool per connector.
+
+        Named `tenant/project/connector`, the same key as the runtime's per-process request
+        budget, so with the pool limited to 1 (the instance's `default_limit`) only one
+        process at a time fetches from the upstream and maxRequestsPerMinute holds across
+        runs and backfills. Override to share one pool between connectors of one upstream
+        (return the same name), or return None to opt out.
+        """
+        ref = data.resolved.ref
+        return f"{ref.namespace}/{ref.name}"
+
     def get_asset_spec(self, data: ConnectorProfileTranslatorData) -> AssetSpec:
         """The full spec; override this (and call super) to change any attribute."""
         resolved = data.resolved
