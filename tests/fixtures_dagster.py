@@ -17,8 +17,6 @@ from dagster import DagsterInstance, instance_for_test
 
 from chartly_dagster.sandbox import Sandbox
 
-__all__ = ["dagster_instance", "sandbox_profiles", "secrets_env"]
-
 REPO = Path(__file__).resolve().parent.parent
 SECRETS = {"CHARTLY_SECRET_ORDERS_API_API_KEY": "test-orders-key",
            "CHARTLY_SECRET_BILLING_API_API_KEY": "test-billing-key",

@@ -34,7 +34,6 @@ from dagster._core.storage.tags import (
 from chartly_dagster.integration import build_definitions
 from chartly_dagster.integration import metadata as md
 from chartly_dagster.sandbox import Fault, Sandbox
-from tests.fixtures_dagster import *  # noqa: F403 - the fixtures this module uses
 
 ORDERS = AssetKey(["tenant-demo", "proj-sales", "orders"])
 SALES_SUMMARY = AssetKey(["tenant-demo", "proj-sales", "daily_summary"])

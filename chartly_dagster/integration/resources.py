@@ -90,10 +90,11 @@ class ChartlySecretsResource(ConfigurableResource):
 
 
 class ChartlyEgressResource(ConfigurableResource):
-    """The env the assets run in and which address space each env may open to a profile.
+    """The env the assets run in, which address space it may open, and timeout caps.
 
     A profile's `egressPolicy.allowedCidrs` must sit inside its env's ranges here; plain
-    http is accepted only in the listed envs (the dev sandbox).
+    http is accepted only in the listed envs (the dev sandbox). The `max_*_ms` caps bound
+    every profile's transport timeouts in this deployment: min(profile, cap), never more.
     """
 
     env: str = Field(description="dev, staging or prod; pass EnvVar('CHARTLY_ENV') to choose "
@@ -102,11 +103,22 @@ class ChartlyEgressResource(ConfigurableResource):
         "CIDRs each env may allow into non-public space; default: loopback and private in "
         "dev, private only in staging and prod."))
     plaintext_http_envs: list[str] = Field(default_factory=lambda: ["dev"])
+    max_timeout_ms: int | None = Field(None, gt=0, description=(
+        "Cap on each profile's transport.timeoutMs (read/write per phase); only ever lowers "
+        "the profile's value."))
+    max_connect_timeout_ms: int | None = Field(None, gt=0, description=(
+        "Cap on each profile's transport.connectTimeoutMs; only ever lowers it."))
+    max_deadline_ms: int | None = Field(None, gt=0, description=(
+        "Cap on each profile's transport.deadlineMs (one request, body included); only ever "
+        "lowers it."))
 
     def policy(self) -> EnvPolicy:
+        caps = {"plaintext_http_envs": frozenset(self.plaintext_http_envs),
+                "max_timeout_ms": self.max_timeout_ms,
+                "max_connect_timeout_ms": self.max_connect_timeout_ms,
+                "max_deadline_ms": self.max_deadline_ms}
         if self.allowed_cidrs is None:
-            return EnvPolicy(plaintext_http_envs=frozenset(self.plaintext_http_envs))
+            return EnvPolicy(**caps)
         cidrs: Mapping[str, tuple[str, ...]] = MappingProxyType(
             {env: tuple(values) for env, values in self.allowed_cidrs.items()})
-        return EnvPolicy(allowable_cidrs=cidrs,
-                         plaintext_http_envs=frozenset(self.plaintext_http_envs))
+        return EnvPolicy(allowable_cidrs=cidrs, **caps)

@@ -60,6 +60,26 @@ class EnvPolicy:
     allowable_cidrs: Mapping[str, tuple[str, ...]] = field(
         default_factory=_default_env_cidrs, hash=False)
     plaintext_http_envs: frozenset[str] = frozenset({"dev"})
+    #: Deployment caps on the profile's `transport` timeouts (ms); a cap only ever lowers
+    #: the profile's value, so a profile cannot wait longer than its env allows.
+    max_timeout_ms: int | None = None
+    max_connect_timeout_ms: int | None = None
+    max_deadline_ms: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_timeout_ms", "max_connect_timeout_ms", "max_deadline_ms"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"EnvPolicy.{name} must be positive, got {value}")
+
+    def capped(self, transport: Transport) -> Transport:
+        """The profile's transport with each timeout lowered to its cap (never raised)."""
+        caps = {"timeout_ms": self.max_timeout_ms,
+                "connect_timeout_ms": self.max_connect_timeout_ms,
+                "deadline_ms": self.max_deadline_ms}
+        update = {name: min(getattr(transport, name), cap)
+                  for name, cap in caps.items() if cap is not None}
+        return transport.model_copy(update=update) if update else transport
 
     def networks_for(self, env: str, cidrs: list[str]) -> tuple[IPNetwork, ...]:
         """The profile's CIDRs as networks; refuses any the env does not permit."""
@@ -369,5 +389,5 @@ def build_client(resolved: ResolvedProfile, *, env: str, secrets: SecretResolver
     client = httpx.Client(transport=transport, trust_env=False, follow_redirects=False,
                           headers=default_headers,
                           event_hooks={"response": [_take_location]})
-    return GuardedClient(client, transport, guard, spec.transport, auth, base_url,
+    return GuardedClient(client, transport, guard, policy.capped(spec.transport), auth, base_url,
                          egress.max_redirects, egress.allow_cross_origin_redirects, redactor)
