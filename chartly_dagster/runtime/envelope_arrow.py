@@ -241,7 +241,7 @@ class IdSet:
         repeat = np.zeros(len(keys), dtype=bool)
         repeat[order[1:]] = sorted_keys[1:] == sorted_keys[:-1]
         seen |= repeat
-        fresh = np.unique(keys[~seen])
+        fresh = np.sort(keys[~seen])  # repeats are already flagged: no need to unique
         if len(fresh):
             self._runs.append(fresh)
             self.size += len(fresh)
@@ -252,7 +252,8 @@ class IdSet:
         # Merge runs while the newest is at least half the size of the one before it.
         while len(self._runs) > 1 and len(self._runs[-1]) * 2 >= len(self._runs[-2]):
             newest = self._runs.pop()
-            self._runs[-1] = np.union1d(self._runs[-1], newest)
+            # Runs are disjoint and sorted: a stable sort of the two is a linear merge.
+            self._runs[-1] = np.sort(np.concatenate([self._runs[-1], newest]), kind="stable")
 
 
 class ContentHasher:

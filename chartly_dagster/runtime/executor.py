@@ -255,7 +255,8 @@ def fetch_window(resolved: ResolvedProfile, window: Window, *, env: str, destina
                                     "retrying after %s (%s) in %.2fs", exc.code, exc.message,
                                     wait))
             _drive(client, paginator, staging, run, retry, counter, on_page, sleep)
-        uri, content_hash, file_bytes = write_window_file(staging, destination, relative)
+        uri, content_hash, file_bytes = write_window_file(
+            staging, destination, relative, check=lambda table: _check_contract(table, window))
         checkpoint = run.checkpoint(paginator)
         staging.clear()
     except Exception as exc:
@@ -356,10 +357,10 @@ def _drive(client: GuardedClient, paginator: Paginator, staging: PageStaging, ru
             records, sequence_start=run.sequence, provenance_uri=final_url,
             collected_at=run.clock())
         del records, body, page
+        assigned = batch.num_rows  # sequence numbers handed out, duplicates included
         batch = _dedupe(run, batch, keys)
-        _check_contract(run, batch)
         run.dropped += dropped
-        run.sequence += batch.num_rows
+        run.sequence += assigned
         run.records += batch.num_rows
         run.bytes += size
         run.observe_watermark(batch)
@@ -398,12 +399,12 @@ def _dedupe(run: _Window, batch: pa.RecordBatch, keys: np.ndarray) -> pa.RecordB
     return batch.filter(pa.array(~seen))
 
 
-def _check_contract(run: _Window, batch: pa.RecordBatch) -> None:
-    """Fail fast (seed 001) when an envelope breaks the contract, before it is staged."""
-    findings = validate_envelopes(pa.Table.from_batches([batch]), run.window,
-                                  verify_raw_sha=False)
+
+def _check_contract(table: pa.Table, window: Window) -> None:
+    """Fail fast (seed 001) if envelopes break the contract; checked per row group."""
+    findings = validate_envelopes(table, window, verify_raw_sha=False)
     if findings:
         first = findings[0]
-        raise InvalidArgument(f"envelope contract violated on page {run.pages + 1}: "
-                              f"{first['code']}: {first['message']} (rows {first['rows']})",
+        raise InvalidArgument(f"envelope contract violated: {first['code']}: "
+                              f"{first['message']} (event ids {first['event_ids']})",
                               field="envelope")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -75,9 +75,12 @@ def filesystem_for(destination: str) -> tuple[pafs.FileSystem, str]:
         return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
 
 
-def write_window_file(staging: PageStaging, destination: str, relative: str) -> tuple[str, str,
-                                                                                       int]:
-    """Merge staged pages into one Parquet file; returns (uri, content hash, bytes)."""
+def write_window_file(staging: PageStaging, destination: str, relative: str,
+                      check: Callable[[pa.Table], None] | None = None) -> tuple[str, str, int]:
+    """Merge staged pages into one Parquet file; returns (uri, content hash, bytes).
+
+    `check` sees each row group before it is written and may raise to abandon the file.
+    """
     fs, root = filesystem_for(destination)
     final = f"{root.rstrip('/')}/{relative}"
     parent = final.rsplit("/", 1)[0]
@@ -95,10 +98,10 @@ def write_window_file(staging: PageStaging, destination: str, relative: str) -> 
                 pending.append(batch)
                 rows += batch.num_rows
                 if rows >= ROW_GROUP_ROWS:
-                    writer.write_table(pa.Table.from_batches(pending, ENVELOPE_ARROW_SCHEMA))
+                    _write_group(writer, pending, check)
                     pending, rows = [], 0
             if pending:
-                writer.write_table(pa.Table.from_batches(pending, ENVELOPE_ARROW_SCHEMA))
+                _write_group(writer, pending, check)
         fs.move(tmp, final)
     except BaseException:
         try:
@@ -112,6 +115,14 @@ def write_window_file(staging: PageStaging, destination: str, relative: str) -> 
     else:
         uri = f"{destination.split('://', 1)[0]}://{final.split('://', 1)[-1].lstrip('/')}"
     return uri, hasher.hexdigest(), size
+
+
+def _write_group(writer: pq.ParquetWriter, batches: list[pa.RecordBatch],
+                 check: Callable[[pa.Table], None] | None) -> None:
+    table = pa.Table.from_batches(batches, ENVELOPE_ARROW_SCHEMA)
+    if check is not None:
+        check(table)
+    writer.write_table(table)
 
 
 def read_window_file(uri: str) -> pa.Table:
