@@ -157,9 +157,10 @@ def ui() -> int:
                                   str(ROOT / "workspace.yaml")], cwd=ROOT, env=os.environ)
         try:
             return child.wait()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # Ctrl-C is how a user stops the UI: not a failure
             child.terminate()
-            return child.wait()
+            child.wait()
+            return 0
 
 
 def main(argv: list[str] | None = None) -> int:
