@@ -4,25 +4,32 @@ A throwaway PostgreSQL cluster (tests/pg_support.py) runs on loopback; the insta
 built from the same dagster.yaml a deployment uses, with the password from the
 environment. A partition range is materialized through Dagster and the per-partition
 checkpoints and check results are read back from Postgres, through a second instance and
-straight from the tables.
+straight from the tables. The distributed example (deploy/k8s) is checked offline: its
+instance file against Dagster's schema, its code location loading with an s3:// root.
 """
 
 from __future__ import annotations
 
+import runpy
 import shutil
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 
+import fsspec
 import psycopg2
 import pytest
+import yaml
 from dagster import (
     AssetCheckKey,
     AssetKey,
     AssetRecordsFilter,
     DagsterInstance,
+    Definitions,
+    EnvVar,
     EventLogEntry,
 )
+from dagster._core.instance.config import dagster_instance_config
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
@@ -150,3 +157,38 @@ def test_range_run_on_postgres_checkpoints_and_checks_read_back(
 
 def _next_day(pk: str) -> str:
     return (date.fromisoformat(pk) + timedelta(days=1)).isoformat()
+
+
+def test_k8s_instance_yaml_is_postgres_with_connector_pools(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The instance schema (the launcher's own config needs dagster-k8s; see README).
+    monkeypatch.setenv("DAGSTER_K8S_NAMESPACE", "chartly")
+    config, _ = dagster_instance_config(str(REPO / "deploy" / "k8s"))
+    assert config["storage"] == yaml.safe_load(PG_YAML.read_text(encoding="utf-8"))["storage"]
+    assert config["run_launcher"]["class"] == "K8sRunLauncher"
+    assert config["concurrency"]["pools"] == {"default_limit": 1, "granularity": "op"}
+    # the run pods get the database password from a Kubernetes Secret, not from the file
+    assert config["run_launcher"]["config"]["postgres_password_secret"]
+
+
+def test_distributed_definitions_load_with_an_object_storage_root(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """What `dagster definitions validate -f deploy/k8s/definitions.py` checks, no network."""
+    root = "s3://chartly-example/partitions"
+    monkeypatch.setenv("CHARTLY_STORAGE_ROOT", root)
+    monkeypatch.setenv("CHARTLY_STAGING_ROOT", str(tmp_path / "staging"))
+    monkeypatch.setenv("CHARTLY_SECRETS_DIR", str(tmp_path / "secrets"))
+    monkeypatch.delenv("CHARTLY_ENV", raising=False)
+    defs = runpy.run_path(str(REPO / "deploy" / "k8s" / "definitions.py"))["defs"]
+    Definitions.validate_loadable(defs)
+    pools = {key.to_user_string(): op.pool for asset in defs.assets or []
+             for key in asset.keys for op in asset.node_def.iterate_op_defs()}
+    connectors = {k: v for k, v in pools.items() if not k.endswith("/daily_summary")}
+    assert len(connectors) == 6 and all(k == v for k, v in connectors.items()), pools
+    storage = defs.resources["chartly_storage"]
+    assert isinstance(storage.root, EnvVar)  # the UI shows the variable, not the bucket
+    with DagsterInstance.ephemeral() as instance:
+        live = storage.process_config_and_initialize()
+        assert live.destination(instance) == root
+        assert fsspec.core.split_protocol(live.destination(instance))[0] == "s3"
+        assert live.staging_dir(instance) == str(tmp_path / "staging")
