@@ -276,7 +276,7 @@ def test_operate_connector_assets_from_the_dagster_ui(tmp_path: Path) -> None:
                 browser = playwright.chromium.launch(
                     executable_path=str(chromium), args=CHROMIUM_ARGS, timeout=30_000)
                 try:
-                    page = browser.new_page(viewport={"width": 1400, "height": 1300})
+                    page = browser.new_page(viewport={"width": 1400, "height": 1000})
                     page.set_default_timeout(UI_TIMEOUT_MS)
                     expect.set_options(timeout=UI_TIMEOUT_MS)
                     # A fresh instance greets the first visit with a popup over the page.
