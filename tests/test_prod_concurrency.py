@@ -115,9 +115,9 @@ def _run_two_ranges(home: Path, defs_file: Path) -> list[subprocess.CompletedPro
                               text=True)
              for rng in RANGES]
     try:
-        return [subprocess.CompletedProcess(proc.args, proc.returncode,
-                                            proc.communicate(timeout=90)[0])
-                for proc in procs]
+        outputs = [proc.communicate(timeout=90)[0] for proc in procs]
+        return [subprocess.CompletedProcess(proc.args, proc.returncode, output)
+                for proc, output in zip(procs, outputs, strict=True)]
     finally:
         for proc in procs:  # only after a timeout or an error: never leave a run behind
             if proc.poll() is None:
