@@ -35,6 +35,7 @@ from tests.fixtures_profiles import REPO, SECRETS, sandbox_config
 from tests.ui_support import (
     CHROMIUM_ARGS,
     DagsterDev,
+    GiveUp,
     require_chromium,
     run_dagster_dev,
     wait_for,
@@ -204,11 +205,17 @@ def _materialize_from_ui(page: Page, dev: DagsterDev) -> None:
     expect(page.get_by_text("Launched run").first).to_be_visible()
 
 
-def _wait_for_partition_page(page: Page, dev: DagsterDev) -> None:
+def _wait_for_partition_page(page: Page, dev: DagsterDev,
+                             client: DagsterGraphQLClient) -> None:
     """Reload the partition's page until its materialization (run through the queue) shows."""
     url = f"{dev.url}/assets/{_path(ORDERS)}?view=partitions&partition={UI_PARTITION}"
 
     def shown() -> bool:
+        runs = _graphql(client, RUNS, tags=[{"key": "dagster/partition",
+                                             "value": UI_PARTITION}])["runsOrError"]["results"]
+        failed = [r["runId"] for r in runs if r["status"] in ("FAILURE", "CANCELED")]
+        if failed:
+            raise GiveUp(f"the run launched from the UI failed: {failed}{dev.log_tail()}")
         page.goto(url)
         try:
             expect(page.get_by_text("dagster/row_count", exact=True).first).to_be_visible(
@@ -286,7 +293,7 @@ def test_operate_connector_assets_from_the_dagster_ui(tmp_path: Path) -> None:
                     try:
                         _check_catalog(page, dev, counts)
                         _materialize_from_ui(page, dev)
-                        _wait_for_partition_page(page, dev)
+                        _wait_for_partition_page(page, dev, client)
                         timings["partition materialized from the UI"] = (
                             time.monotonic() - started)
                         recorded = _materialization(client, ORDERS, UI_PARTITION)

@@ -91,6 +91,10 @@ def write_dagster_home(home: Path) -> Path:
     return home
 
 
+class GiveUp(AssertionError):
+    """Raised by a `wait_for` probe when waiting longer cannot help (a failed run, a crash)."""
+
+
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float,
              interval: float = 0.5, diagnostics: Callable[[], str] = lambda: "") -> T:
     """Poll `probe` until it returns something truthy; fail with `what` after `timeout`."""
@@ -99,6 +103,8 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float,
     while time.monotonic() < deadline:
         try:
             value = probe()
+        except GiveUp:
+            raise
         except Exception as exc:  # the server may not answer yet
             last_error = exc
             value = None
@@ -147,7 +153,7 @@ class DagsterDev:
                 continue
             loaded = entry["locationOrLoadError"] or {}
             if loaded.get("__typename") == "PythonError":
-                raise AssertionError(f"code location failed to load: {loaded['message']}")
+                raise GiveUp(f"code location failed to load: {loaded['message']}")
             return loaded.get("__typename") == "RepositoryLocation"
         return False
 
@@ -186,7 +192,7 @@ def run_dagster_dev(workspace: Path, home: Path, env: Mapping[str, str], log: Pa
     try:
         def loaded() -> bool:
             if process.poll() is not None:
-                raise AssertionError(f"dagster dev exited with {process.returncode}"
+                raise GiveUp(f"dagster dev exited with {process.returncode}"
                                      f"{dev.log_tail()}")
             return dev.location_loaded()
 
