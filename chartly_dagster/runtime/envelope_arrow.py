@@ -120,22 +120,26 @@ class EnvelopeBuilder:
             ids = [i for i, k in zip(ids, keep, strict=True) if k]
             occurred = occurred.filter(mask)
         raws: list[bytes] = []
-        shas: list[str] = []
-        eids: list[str] = []
-        prefix = self._prefix
+        shas: list[bytes] = []
+        eids: list[bytes] = []
+        prefix_copy = self._prefix.copy
         sha = hashlib.sha256
         dumps = orjson.dumps
         sort = orjson.OPT_SORT_KEYS
+        # The only per-record Python: canonical JSON and two SHA-256 digests. Hex text,
+        # id keys and Arrow buffers are then built column-wise from the joined digests.
         for rec, rid in zip(records, ids, strict=True):
             raw = dumps(rec, option=sort)
             raws.append(raw)
-            shas.append(sha(raw).hexdigest())
-            h = prefix.copy()
+            shas.append(sha(raw).digest())
+            h = prefix_copy()
             h.update(rid.encode())
-            eids.append("evt_" + h.hexdigest()[:32])
+            eids.append(h.digest()[:16])
         n = len(raws)
-        keys = np.fromiter((int(e[4:20], 16) for e in eids), dtype=np.uint64, count=n)
-        batch = self._batch(n, eids, ids, occurred, raws, shas, sequence_start,
+        eid_bytes = b"".join(eids)
+        keys = np.frombuffer(eid_bytes, dtype=">u8")[::2].astype(np.uint64)
+        batch = self._batch(n, _hex_column(eid_bytes, 16, b"evt_"), ids, occurred, raws,
+                            _hex_column(b"".join(shas), 32, b""), sequence_start,
                             provenance_uri, collected_at)
         return batch, keys, dropped
 
@@ -172,8 +176,8 @@ class EnvelopeBuilder:
                 f"record {ids[bad]!r}: field {self._time_field!r} is not a valid "
                 f"{self._time_format} time", field=self._time_field) from None
 
-    def _batch(self, n: int, eids: list[str], ids: list[str], occurred: pa.Array,
-               raws: list[bytes], shas: list[str], sequence_start: int, provenance_uri: str,
+    def _batch(self, n: int, eids: pa.Array, ids: list[str], occurred: pa.Array,
+               raws: list[bytes], shas: pa.Array, sequence_start: int, provenance_uri: str,
                collected_at: datetime) -> pa.RecordBatch:
         def const(value: Any, typ: pa.DataType) -> pa.Array:
             return pa.repeat(pa.scalar(value, typ), n) if n else pa.array([], typ)
@@ -181,7 +185,7 @@ class EnvelopeBuilder:
         collected = _micros(collected_at)
         columns = {
             **{k: const(v, pa.string()) for k, v in self._constants.items()},
-            "event_id": pa.array(eids, pa.string()),
+            "event_id": eids,
             "record_id": pa.array(ids, pa.string()),
             "occurred_at": occurred,
             "collected_at": const(collected, pa.int64()).cast(_TS),
@@ -190,11 +194,38 @@ class EnvelopeBuilder:
             "window_end": const(self._end_us, pa.int64()).cast(_TS),
             "sequence": pa.array(np.arange(sequence_start, sequence_start + n, dtype=np.int64)),
             "provenance_uri": const(provenance_uri, pa.string()),
-            "raw_sha256": pa.array(shas, pa.string()),
-            "raw": pa.array(raws, pa.binary()).view(pa.string()),
+            "raw_sha256": shas,
+            "raw": _joined_column(raws),
         }
         return pa.RecordBatch.from_arrays([columns[f.name] for f in ENVELOPE_ARROW_SCHEMA],
                                           schema=ENVELOPE_ARROW_SCHEMA)
+
+
+_HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+
+
+def _hex_column(digests: bytes, width: int, prefix: bytes) -> pa.Array:
+    """Fixed-width digests (`width` bytes each) as `prefix` + lowercase hex strings."""
+    raw = np.frombuffer(digests, dtype=np.uint8).reshape(-1, width)
+    n, start = raw.shape[0], len(prefix)
+    item = start + 2 * width
+    text = np.empty((n, item), dtype=np.uint8)
+    if start:
+        text[:, :start] = np.frombuffer(prefix, dtype=np.uint8)
+    text[:, start::2] = _HEX_DIGITS[raw >> 4]
+    text[:, start + 1::2] = _HEX_DIGITS[raw & 15]
+    offsets = np.arange(0, (n + 1) * item, item, dtype=np.int32)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(text))
+
+
+def _joined_column(values: list[bytes]) -> pa.Array:
+    """UTF-8 byte strings (orjson output) as one Arrow string column, without per-item copies."""
+    offsets = np.zeros(len(values) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, values), dtype=np.int64, count=len(values)), out=offsets[1:])
+    if offsets[-1] < 2**31:
+        return pa.StringArray.from_buffers(len(values), pa.py_buffer(offsets.astype(np.int32)),
+                                           pa.py_buffer(b"".join(values)))
+    return pa.array(values, pa.binary()).view(pa.string())
 
 
 def _id_text(value: Any, index: int, field: str) -> str:
@@ -231,17 +262,18 @@ class IdSet:
 
     def add_new(self, keys: np.ndarray) -> np.ndarray:
         """Add `keys`; returns a mask of keys already present (earlier or within `keys`)."""
-        seen = np.zeros(len(keys), dtype=bool)
-        for run in self._runs:
-            pos = np.searchsorted(run, keys)
-            pos[pos == len(run)] = 0
-            seen |= run[pos] == keys
+        # Sorted needles make searchsorted walk each run in order instead of jumping
+        # around a large array: several times faster once the set outgrows the CPU cache.
         order = np.argsort(keys, kind="stable")
-        sorted_keys = keys[order]
-        repeat = np.zeros(len(keys), dtype=bool)
-        repeat[order[1:]] = sorted_keys[1:] == sorted_keys[:-1]
-        seen |= repeat
-        fresh = np.sort(keys[~seen])  # repeats are already flagged: no need to unique
+        needles = keys[order]
+        seen_sorted = np.zeros(len(keys), dtype=bool)
+        seen_sorted[1:] = needles[1:] == needles[:-1]
+        for run in self._runs:
+            pos = np.minimum(run.searchsorted(needles), len(run) - 1)
+            seen_sorted |= run[pos] == needles
+        seen = np.empty(len(keys), dtype=bool)
+        seen[order] = seen_sorted
+        fresh = needles[~seen_sorted]
         if len(fresh):
             self._runs.append(fresh)
             self.size += len(fresh)

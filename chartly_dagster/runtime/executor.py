@@ -31,7 +31,7 @@ from .egress import Resolver
 from .envelope_arrow import ENVELOPE_ARROW_SCHEMA, EnvelopeBuilder, IdSet, validate_envelopes
 from .http import EnvPolicy, GuardedClient, build_client
 from .paginate import PageInfo, PageRequest, Paginator, field_value
-from .parquet import PageStaging, write_window_file
+from .parquet import PageStaging, WindowFileWriter
 from .ratelimit import bucket_for
 from .redact import install_log_redaction
 from .retry import RetryBudget, RetryPolicy, classify_status
@@ -242,6 +242,7 @@ def fetch_window(resolved: ResolvedProfile, window: Window, *, env: str, destina
     run = _Window(resolved, window, plan, partition, clock)
     budget = RetryBudget(resolved.spec.retry.budget_per_window)
     counter = [0]
+    writer: WindowFileWriter | None = None
     try:
         with build_client(resolved, env=env, secrets=secrets, env_policy=env_policy,
                           resolver=resolver, verify=verify) as client:
@@ -249,17 +250,20 @@ def fetch_window(resolved: ResolvedProfile, window: Window, *, env: str, destina
                 # Every caller (CLI, Dagster, scripts) gets scrubbed logs: httpx logs each
                 # request URL at INFO, and an apiKeyQuery credential rides in that URL.
                 install_log_redaction(secrets.redactor)
-            paginator = _start(resolved, plan, staging, run, resume)
+            writer = WindowFileWriter(destination, relative,
+                                      check=lambda table: _check_contract(table, window))
+            paginator = _start(resolved, plan, staging, run, resume, writer)
             retry = RetryPolicy(resolved.spec.retry, budget, sleep=sleep, rng=rng,
                                 on_retry=lambda exc, wait: log.info(
                                     "retrying after %s (%s) in %.2fs", exc.code, exc.message,
                                     wait))
-            _drive(client, paginator, staging, run, retry, counter, on_page, sleep)
-        uri, content_hash, file_bytes = write_window_file(
-            staging, destination, relative, check=lambda table: _check_contract(table, window))
+            _drive(client, paginator, staging, run, writer, retry, counter, on_page, sleep)
+        uri, content_hash, file_bytes = writer.commit()
         checkpoint = run.checkpoint(paginator)
         staging.clear()
     except Exception as exc:
+        if writer is not None:
+            writer.abort()
         # Any failure ends the run: a started run always gets its failed event. Only our
         # own errors' messages are logged (they never hold a secret); others by type only.
         code, message = ((exc.code, exc.message) if isinstance(exc, ChartlyError)
@@ -286,7 +290,7 @@ def fetch_window(resolved: ResolvedProfile, window: Window, *, env: str, destina
 
 
 def _start(resolved: ResolvedProfile, plan: Plan, staging: PageStaging, run: _Window,
-           resume: ResumeState | None) -> Paginator:
+           resume: ResumeState | None, writer: WindowFileWriter) -> Paginator:
     """A fresh paginator, or one restored after the last checkpointed page."""
     auth = resolved.spec.auth
     drop = frozenset({auth.query_param} if auth.query_param else ())
@@ -302,6 +306,7 @@ def _start(resolved: ResolvedProfile, plan: Plan, staging: PageStaging, run: _Wi
                            dtype=np.uint64, count=batch.num_rows)
         run.ids.add_new(keys)
         run.observe_watermark(batch)
+        writer.submit(batch)
     run.pages, run.records = resume.pages_done, resume.records_done
     run.sequence, run.dropped, run.bytes = resume.sequence_next, resume.dropped, resume.bytes_done
     log.info("resuming after page %d (%d records)", resume.pages_done, resume.records_done)
@@ -309,7 +314,7 @@ def _start(resolved: ResolvedProfile, plan: Plan, staging: PageStaging, run: _Wi
 
 
 def _drive(client: GuardedClient, paginator: Paginator, staging: PageStaging, run: _Window,
-           retry: RetryPolicy, counter: list[int],
+           writer: WindowFileWriter, retry: RetryPolicy, counter: list[int],
            on_page: Callable[[PageProgress], None] | None,
            sleep: Callable[[float], None]) -> None:
     spec = run.resolved.spec
@@ -364,7 +369,9 @@ def _drive(client: GuardedClient, paginator: Paginator, staging: PageStaging, ru
         run.records += batch.num_rows
         run.bytes += size
         run.observe_watermark(batch)
-        staging.stage(run.pages, batch)
+        if on_page is not None:  # only a caller that keeps checkpoints can ever resume
+            staging.stage(run.pages, batch)
+        writer.submit(batch)
         run.pages += 1
         if on_page is not None:
             on_page(PageProgress(run.pages, run.records, run.bytes, run.checkpoint(paginator),

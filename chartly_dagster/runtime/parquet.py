@@ -7,10 +7,13 @@ only by an atomic rename, so a failed window never leaves a half-written Parquet
 from __future__ import annotations
 
 import os
+import queue
 import shutil
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -18,7 +21,13 @@ import pyarrow.parquet as pq
 
 from .envelope_arrow import ENVELOPE_ARROW_SCHEMA, ContentHasher
 
-ROW_GROUP_ROWS = 64 * 1024
+ROW_GROUP_ROWS = 32 * 1024
+# Columns that repeat per window or page. Dictionary-encoding the unique ones (ids, raw,
+# hashes) only burns CPU building a dictionary Parquet then abandons.
+DICTIONARY_COLUMNS = ("envelope_version", "record_type", "source", "source_instance",
+                      "source_ref", "tenant_id", "project_id", "connector_id",
+                      "window_start", "window_end", "provenance_uri", "collected_at",
+                      "ingested_at")
 
 
 class PageStaging:
@@ -53,10 +62,10 @@ class PageStaging:
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         for path in self.pages():
-            with pa.memory_map(str(path)) as source:
-                reader = pa.ipc.open_file(source)
-                for i in range(reader.num_record_batches):
-                    yield reader.get_batch(i)
+            # Read into memory, not a memory map: the batches outlive this file handle
+            # (the Parquet writer thread consumes them later).
+            with pa.OSFile(str(path), "rb") as source:
+                yield from pa.ipc.open_file(source).read_all().to_batches()
 
     def clear(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -75,54 +84,93 @@ def filesystem_for(destination: str) -> tuple[pafs.FileSystem, str]:
         return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
 
 
-def write_window_file(staging: PageStaging, destination: str, relative: str,
-                      check: Callable[[pa.Table], None] | None = None) -> tuple[str, str, int]:
-    """Merge staged pages into one Parquet file; returns (uri, content hash, bytes).
+class WindowFileWriter:
+    """Writes one window's Parquet file on a background thread while pages are fetched.
 
-    `check` sees each row group before it is written and may raise to abandon the file.
+    pyarrow and hashlib release the GIL while they encode, compress and hash, so the file
+    is built on the core the fetch loop leaves idle. The file is a temp name until
+    `commit`; `abort` (or any failure) deletes it, so the final path never holds a partial
+    file. `check` sees each row group before it is written and may raise to abandon it.
     """
-    fs, root = filesystem_for(destination)
-    final = f"{root.rstrip('/')}/{relative}"
-    parent = final.rsplit("/", 1)[0]
-    fs.create_dir(parent, recursive=True)
-    tmp = f"{parent}/.{final.rsplit('/', 1)[1]}.{uuid.uuid4().hex}.tmp"
-    hasher = ContentHasher()
-    pending: list[pa.RecordBatch] = []
-    rows = 0
-    try:
-        with fs.open_output_stream(tmp) as sink, pq.ParquetWriter(
-                sink, ENVELOPE_ARROW_SCHEMA, compression="zstd", compression_level=1,
-                write_statistics=["occurred_at", "sequence", "event_id"]) as writer:
-            for batch in staging.batches():
-                hasher.update(batch)
-                pending.append(batch)
-                rows += batch.num_rows
-                if rows >= ROW_GROUP_ROWS:
-                    _write_group(writer, pending, check)
-                    pending, rows = [], 0
-            if pending:
-                _write_group(writer, pending, check)
-        fs.move(tmp, final)
-    except BaseException:
+
+    _DONE = object()
+
+    def __init__(self, destination: str, relative: str,
+                 check: Callable[[pa.Table], None] | None = None) -> None:
+        self._destination = destination
+        self._fs, root = filesystem_for(destination)
+        self._final = f"{root.rstrip('/')}/{relative}"
+        parent = self._final.rsplit("/", 1)[0]
+        self._fs.create_dir(parent, recursive=True)
+        self._tmp = f"{parent}/.{self._final.rsplit('/', 1)[1]}.{uuid.uuid4().hex}.tmp"
+        self._check = check
+        self._hasher = ContentHasher()
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=8)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="chartly-parquet", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        pending: list[pa.RecordBatch] = []
+        rows = 0
         try:
-            fs.delete_file(tmp)
+            with self._fs.open_output_stream(self._tmp) as sink, pq.ParquetWriter(
+                    sink, ENVELOPE_ARROW_SCHEMA, compression="snappy",
+                    use_dictionary=list(DICTIONARY_COLUMNS),
+                    write_statistics=["occurred_at", "sequence", "event_id"]) as writer:
+                while (batch := self._queue.get()) is not self._DONE:
+                    self._hasher.update(batch)
+                    pending.append(batch)
+                    rows += batch.num_rows
+                    if rows >= ROW_GROUP_ROWS:
+                        self._write_group(writer, pending)
+                        pending, rows = [], 0
+                if pending:
+                    self._write_group(writer, pending)
+        except BaseException as exc:  # handed to the fetching thread by submit/commit
+            self._error = exc
+            while self._queue.get() is not self._DONE:  # unblock a waiting submit
+                pass
+
+    def _write_group(self, writer: pq.ParquetWriter, batches: list[pa.RecordBatch]) -> None:
+        table = pa.Table.from_batches(batches, ENVELOPE_ARROW_SCHEMA)
+        if self._check is not None:
+            self._check(table)
+        writer.write_table(table)
+
+    def submit(self, batch: pa.RecordBatch) -> None:
+        """Queue one page's envelopes (in order); raises the writer's error, if any."""
+        if self._error is not None:
+            raise self._error
+        self._queue.put(batch)
+
+    def _stop(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(self._DONE)
+            self._thread.join()
+
+    def commit(self) -> tuple[str, str, int]:
+        """Finish and move the file into place; returns (uri, content hash, bytes)."""
+        self._stop()
+        if self._error is not None:
+            self.abort()
+            raise self._error
+        self._fs.move(self._tmp, self._final)
+        size = self._fs.get_file_info(self._final).size or 0
+        if "://" not in self._destination or self._destination.startswith("file://"):
+            uri = Path(self._final).as_uri()
+        else:
+            scheme = self._destination.split("://", 1)[0]
+            uri = f"{scheme}://{self._final.split('://', 1)[-1].lstrip('/')}"
+        return uri, self._hasher.hexdigest(), size
+
+    def abort(self) -> None:
+        """Stop and delete the temp file; safe to call more than once."""
+        self._stop()
+        try:
+            self._fs.delete_file(self._tmp)
         except (OSError, FileNotFoundError):
             pass
-        raise
-    size = fs.get_file_info(final).size or 0
-    if "://" not in destination or destination.startswith("file://"):
-        uri = Path(final).as_uri()
-    else:
-        uri = f"{destination.split('://', 1)[0]}://{final.split('://', 1)[-1].lstrip('/')}"
-    return uri, hasher.hexdigest(), size
-
-
-def _write_group(writer: pq.ParquetWriter, batches: list[pa.RecordBatch],
-                 check: Callable[[pa.Table], None] | None) -> None:
-    table = pa.Table.from_batches(batches, ENVELOPE_ARROW_SCHEMA)
-    if check is not None:
-        check(table)
-    writer.write_table(table)
 
 
 def read_window_file(uri: str) -> pa.Table:
