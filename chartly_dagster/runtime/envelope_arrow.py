@@ -253,7 +253,8 @@ class IdSet:
     """Exact-membership set of 64-bit id keys in sorted numpy runs: ~8 bytes per id.
 
     A Python set of ids costs ~60-90 bytes each; a long window would grow memory by
-    hundreds of MB just to notice a duplicate.
+    hundreds of MB just to notice a duplicate. Exact detection needs one key per record,
+    so this is the one piece of window state that grows: 8 MB per million records.
     """
 
     def __init__(self) -> None:
@@ -280,12 +281,19 @@ class IdSet:
             self._compact()
         return seen
 
+    #: runs this large are never merged again, so a merge's transient copy stays bounded
+    FROZEN_RUN = 1 << 21
+
     def _compact(self) -> None:
         # Merge runs while the newest is at least half the size of the one before it.
-        while len(self._runs) > 1 and len(self._runs[-1]) * 2 >= len(self._runs[-2]):
+        while (len(self._runs) > 1 and len(self._runs[-1]) * 2 >= len(self._runs[-2])
+               and len(self._runs[-2]) < self.FROZEN_RUN):
             newest = self._runs.pop()
-            # Runs are disjoint and sorted: a stable sort of the two is a linear merge.
-            self._runs[-1] = np.sort(np.concatenate([self._runs[-1], newest]), kind="stable")
+            # Runs are disjoint and sorted: a stable sort of the two is a linear merge,
+            # done in place so the transient copy is one run, not two.
+            merged = np.concatenate([self._runs[-1], newest])
+            merged.sort(kind="stable")
+            self._runs[-1] = merged
 
 
 class ContentHasher:
