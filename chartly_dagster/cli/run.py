@@ -68,8 +68,9 @@ def execute_run(args: argparse.Namespace, out: Output, inv: Invocation,
     finally:
         if progress is not None:
             out.stderr.write("\n")
+    # A cap is the safety limit the caller asked for: reported in results, not a failure.
     findings = [{"code": f["code"], "path": "results", "message": f["message"]}
-                for f in result.findings]
+                for f in result.findings if f["code"] != "cap_reached"]
     doc = document(inv, resolved, window, plan, findings=findings,
                    results=result.results_section())
     out.emit(doc, render_document(doc))
