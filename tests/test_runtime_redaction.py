@@ -136,7 +136,7 @@ def test_audit_and_metrics_for_a_successful_run(live: Live,
     assert audit[2]["content_hash"] == result.content_hash
     assert audit[2]["records"] == 1440 and audit[2]["outcome"] == "complete"
     (metric,) = events(caplog, "chartly.metrics")
-    assert metric["requests_total"] == 7 and metric["requests_failed_total"] == 0
+    assert metric["requests_total"] == 7 and metric["requests_failed_total"] == 1  # the retried one
     assert metric["pages_processed_total"] == 6 and metric["retries_total"] == 1
     assert metric["bytes_ingested_total"] == result.bytes > 0
     assert metric["duration_seconds"] >= 0

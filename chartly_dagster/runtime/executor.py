@@ -23,7 +23,13 @@ import pyarrow.compute as pc
 
 from ..core.canonical import format_rfc3339
 from ..core.catalog import ResolvedProfile
-from ..core.errors import ChartlyError, InvalidArgument, PaginationViolation, UpstreamUnavailable
+from ..core.errors import (
+    ChartlyError,
+    InvalidArgument,
+    PaginationViolation,
+    UpstreamError,
+    UpstreamUnavailable,
+)
 from ..core.plan import Limits, Plan, build_plan
 from ..core.refs import format_ref
 from ..core.windows import Window
@@ -268,14 +274,16 @@ def fetch_window(resolved: ResolvedProfile, window: Window, *, env: str, destina
         # own errors' messages are logged (they never hold a secret); others by type only.
         code, message = ((exc.code, exc.message) if isinstance(exc, ChartlyError)
                          else ("internal", type(exc).__name__))
-        metrics(ref_text, requests=counter[0], failed=1, bytes=run.bytes, pages=run.pages,
-                retries=budget.used, seconds=time.monotonic() - started)
+        # Every retry followed a failed request; an upstream error adds the last one.
+        failed = budget.used + (1 if isinstance(exc, UpstreamError) else 0)
+        metrics(ref_text, requests=counter[0], failed=failed, bytes=run.bytes,
+                pages=run.pages, retries=budget.used, seconds=time.monotonic() - started)
         audit("connector.run.failed", ref=ref_text, window=window.to_dict(), code=code,
               message=message, pages=run.pages, partition=partition)
         raise
     duration = time.monotonic() - started
-    metrics(ref_text, requests=counter[0], failed=0, bytes=run.bytes, pages=run.pages,
-            retries=budget.used, seconds=duration)
+    metrics(ref_text, requests=counter[0], failed=budget.used, bytes=run.bytes,
+            pages=run.pages, retries=budget.used, seconds=duration)
     audit("connector.run.succeeded", ref=ref_text, window=window.to_dict(),
           outcome=run.outcome, records=run.records, content_hash=content_hash,
           partition=partition)
