@@ -24,8 +24,7 @@ import pytest
 import yaml
 from dagster import DagsterEventType, DagsterInstance
 
-from chartly_dagster.sandbox import Sandbox
-from tests.fixtures_dagster import *  # noqa: F403 - sandbox, sandbox_profiles, secrets_env
+from chartly_dagster.sandbox import Fault, Sandbox
 from tests.fixtures_dagster import SECRETS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -98,23 +97,33 @@ def _fetch_step_spans(instance: DagsterInstance) -> tuple[list[StepSpan], list[s
 
 
 def _slow_profiles(profiles: Path) -> None:
-    """Orders at 240 requests/min with a burst of 2, 4 pages per day: 12 requests a run."""
+    """Orders at 240 requests/min with a burst of 2, 8 pages per day: 24 requests a run."""
     path = profiles / "sales" / "orders.yaml"
     doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     doc["spec"]["rateLimit"] = {"maxRequestsPerMinute": RATE_PER_MINUTE, "burst": BURST}
-    doc["spec"]["pagination"]["pageSize"] = 400
+    doc["spec"]["pagination"]["pageSize"] = 200
     path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
 
 
-def _run_two_ranges(home: Path, defs_file: Path) -> list[subprocess.CompletedProcess]:
+def _run_two_ranges(home: Path, defs_file: Path,
+                    sandbox: Sandbox) -> list[subprocess.CompletedProcess]:
+    """Start the second run once the first is fetching, so the two always contend.
+
+    Started together, a loaded machine can delay the second process until the first has
+    finished, and then no pool is ever tested.
+    """
     env = {**os.environ, **SECRETS, "DAGSTER_HOME": str(home)}
     dagster = Path(sys.executable).with_name("dagster")
-    procs = [subprocess.Popen([str(dagster), "asset", "materialize", "-f", str(defs_file),
-                               "--select", ORDERS, "--partition-range", rng],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True)
-             for rng in RANGES]
+    procs: list[subprocess.Popen[str]] = []
     try:
+        for rng in RANGES:
+            procs.append(subprocess.Popen(
+                [str(dagster), "asset", "materialize", "-f", str(defs_file),
+                 "--select", ORDERS, "--partition-range", rng],
+                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+            deadline = time.monotonic() + 60
+            while sandbox.request_count("/v2/orders") == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
         outputs = [proc.communicate(timeout=90)[0] for proc in procs]
         return [subprocess.CompletedProcess(proc.args, proc.returncode, output)
                 for proc, output in zip(procs, outputs, strict=True)]
@@ -141,8 +150,12 @@ def test_overlapping_range_runs_respect_the_upstream_rate(
         if pool_limit != 1:  # the control: as if someone raised the pool above what is safe
             instance.event_log_storage.set_concurrency_slots(POOL, pool_limit)
 
+    if pool_limit == 1:
+        # The first run's second page answers after 8 s: it holds the pool for certain
+        # while the second process starts and reaches its step.
+        sandbox.faults.add(Fault("slow", endpoint="/v2/orders", on_request=2, delay_ms=8000))
     started = time.monotonic()
-    results = _run_two_ranges(home, defs_file)
+    results = _run_two_ranges(home, defs_file, sandbox)
     elapsed = time.monotonic() - started
     for result in results:
         assert result.returncode == 0, result.stdout[-3000:]

@@ -17,10 +17,11 @@ class TokenBucket:
     """`rate_per_minute` tokens per minute with a burst of `burst`; time and sleep injectable."""
 
     def __init__(self, rate_per_minute: int, burst: int | None = None, *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 initial: float | None = None) -> None:
         self.rate = rate_per_minute / 60.0
         self.capacity = float(burst or max(1, min(rate_per_minute, 10)))
-        self._tokens = self.capacity
+        self._tokens = self.capacity if initial is None else min(initial, self.capacity)
         self._clock = clock
         self._last = clock()
         self._lock = threading.Lock()
@@ -52,9 +53,15 @@ _BUCKETS_LOCK = threading.Lock()
 
 
 def bucket_for(key: str, rate_per_minute: int, burst: int | None = None) -> TokenBucket:
-    """The process-wide bucket for one connector (a new rate gets a new bucket)."""
+    """The process-wide bucket for one connector (a new rate gets a new bucket).
+
+    It starts with one token, not a full burst: when the connector's Dagster pool hands
+    the upstream from one process to the next, the newcomer must not add a burst on top
+    of the rate the previous process just used.
+    """
     with _BUCKETS_LOCK:
         bucket = _BUCKETS.get((key, rate_per_minute, burst))
         if bucket is None:
-            bucket = _BUCKETS[(key, rate_per_minute, burst)] = TokenBucket(rate_per_minute, burst)
+            bucket = _BUCKETS[(key, rate_per_minute, burst)] = TokenBucket(
+                rate_per_minute, burst, initial=1.0)
         return bucket
