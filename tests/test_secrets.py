@@ -105,24 +105,35 @@ def _auth(mode: str, **extra: object) -> Auth:
 
 
 def test_auth_modes_produce_headers_or_params() -> None:
-    resolver = SecretResolver([MappingSecretProvider({"api/token": "tok", "api/user": "me"})])
-    assert resolver.resolve_auth(_auth("bearer")).headers() == {"Authorization": "Bearer tok"}
+    token = "tok-7f3a9c21"
+    resolver = SecretResolver([MappingSecretProvider({"api/token": token, "api/user": "me"})])
+    assert resolver.resolve_auth(_auth("bearer")).headers() == {"Authorization": f"Bearer {token}"}
     header = resolver.resolve_auth(_auth("apiKeyHeader", headerName="X-Key"))
-    assert header.headers() == {"X-Key": "tok"} and "x-key" in header.header_names()
+    assert header.headers() == {"X-Key": token} and "x-key" in header.header_names()
     query = resolver.resolve_auth(_auth("apiKeyQuery", queryParam="k"))
-    assert query.params() == {"k": "tok"} and query.headers() == {}
+    assert query.params() == {"k": token} and query.headers() == {}
     basic = resolver.resolve_auth(_auth("basic", usernameSecretRef={"name": "api",
                                                                     "key": "user"}))
-    assert basic.headers() == {"Authorization": "Basic bWU6dG9r"}
-    assert resolver.redactor.scrub("Basic bWU6dG9r") == f"Basic {REDACTED}"
-    assert resolver.redactor.scrub("/x?k=tok") == f"/x?k={REDACTED}"
-    assert "tok>" not in repr(basic) and "bWU6" not in repr(basic)
+    assert basic.headers() == {"Authorization": "Basic bWU6dG9rLTdmM2E5YzIx"}
+    assert resolver.redactor.scrub("Basic bWU6dG9rLTdmM2E5YzIx") == f"Basic {REDACTED}"
+    assert resolver.redactor.scrub(f"/x?k={token}") == f"/x?k={REDACTED}"
+    assert token not in repr(basic) and "bWU6" not in repr(basic)
+
+
+def test_short_credentials_are_refused_without_echo() -> None:
+    """A 4-letter secret is weak, and scrubbing it would blank every word containing it."""
+    resolver = SecretResolver([MappingSecretProvider({"api/token": "demo"})])
+    with pytest.raises(SecretInvalid) as info:
+        resolver.resolve_auth(_auth("bearer"))
+    assert info.value.exit_code == ExitCode.VALIDATION_FAILED
+    assert "shorter than 8 characters" in info.value.message
+    assert "demo" not in info.value.message
 
 
 @pytest.mark.parametrize(("values", "mode", "extra"), [
     ({"api/token": "zq9\r\nX-Evil: 1"}, "bearer", {}),
-    ({"api/token": "zq9\x00"}, "apiKeyHeader", {"headerName": "X-Key"}),
-    ({"api/token": "pw", "api/user": "a:b"}, "basic",
+    ({"api/token": "zq9-long\x00"}, "apiKeyHeader", {"headerName": "X-Key"}),
+    ({"api/token": "pw-long-enough", "api/user": "a:b"}, "basic",
      {"usernameSecretRef": {"name": "api", "key": "user"}}),
 ])
 def test_values_that_cannot_travel_in_a_header_are_refused(values, mode, extra) -> None:

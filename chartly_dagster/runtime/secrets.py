@@ -195,6 +195,10 @@ def basic_token(username: SecretValue, password: SecretValue) -> str:
     return base64.b64encode(raw).decode("ascii")
 
 
+#: shortest token, API key or password accepted
+MIN_CREDENTIAL_LENGTH = 8
+
+
 class SecretResolver:
     """Resolves refs through providers in order and registers each value for redaction."""
 
@@ -220,6 +224,10 @@ class SecretResolver:
         if auth.mode == "none" or auth.secret_ref is None:
             return ResolvedAuth("none")
         secret = self.resolve(auth.secret_ref)
+        if len(secret.reveal()) < MIN_CREDENTIAL_LENGTH:
+            # Too weak to send, and too short to scrub: redacting a 4-letter value would
+            # blank out every ordinary word that contains it.
+            _invalid(auth.secret_ref, f"shorter than {MIN_CREDENTIAL_LENGTH} characters")
         username = None
         if auth.username_secret_ref is not None:
             username = self.resolve(auth.username_secret_ref)
