@@ -19,6 +19,7 @@ from chartly_dagster.runtime.envelope_arrow import (
     ENVELOPE_ARROW_SCHEMA,
     content_hash,
     envelope_json_schema,
+    validate_envelope_stream,
     validate_envelopes,
 )
 from chartly_dagster.runtime.parquet import read_window_file
@@ -151,3 +152,28 @@ def test_read_back_hash_after_parquet_round_trip(day_tables: dict, tmp_path: Pat
     result, table = day_tables["invoices"]
     assert result.dropped_out_of_window == 0 and result.records == table.num_rows
     assert content_hash(read_window_file(result.uri)) == result.content_hash
+
+
+def _batches(table: pa.Table, size: int) -> list[pa.RecordBatch]:
+    return table.to_batches(max_chunksize=size)
+
+
+def test_stream_validator_passes_a_good_file_in_any_batching(table: pa.Table) -> None:
+    for size in (1, 100, 1000, table.num_rows):
+        assert validate_envelope_stream(_batches(table, size), DAY) == ([], table.num_rows)
+
+
+def test_stream_validator_sees_across_batches_with_file_wide_rows(table: pa.Table) -> None:
+    """Duplicates and sequence breaks that straddle two batches are found; rows are global."""
+    ids = table.column("event_id").to_pylist()
+    ids[1200] = ids[3]  # a duplicate in a later batch
+    raws = table.column("raw").to_pylist()
+    raws[1001] = raws[1001].replace('"currency":"', '"currency":"X')
+    sequence = table.column("sequence").to_pylist()
+    sequence[1000] = sequence[999]  # the break sits exactly on a batch boundary
+    bad = _replace(_replace(_replace(table, "event_id", ids), "raw", raws), "sequence", sequence)
+    findings, rows = validate_envelope_stream(_batches(bad, 1000), DAY)
+    assert rows == table.num_rows
+    assert _codes(findings) == {"duplicate_event_id": [1200], "raw_sha256_mismatch": [1001],
+                                "sequence_not_monotonic": [1000]}
+    assert findings[0]["event_ids"] == [ids[3]]

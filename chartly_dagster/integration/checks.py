@@ -36,7 +36,7 @@ from ..core.catalog import ResolvedProfile
 from ..core.plan import build_plan
 from ..core.report import Invocation, compare_to_golden, document
 from ..core.windows import Window
-from ..runtime.envelope_arrow import content_hash, validate_envelopes
+from ..runtime.envelope_arrow import ContentHasher, validate_envelope_stream
 from . import metadata as md
 from .partitions import window_for_partition
 from .resources import ChartlyStorageResource
@@ -119,12 +119,11 @@ def _envelope_verdict(storage: ChartlyStorageResource, partition: CheckedPartiti
     if not uri:
         return {"ok": False, "findings": [{"code": "no_file", "message": "no file URI"}]}
     try:
-        table = storage.read_table(uri)
+        findings, rows = validate_envelope_stream(storage.iter_batches(uri), window)
     except (OSError, ValueError) as exc:
         return {"ok": False, "uri": uri,
                 "findings": [{"code": "unreadable", "message": type(exc).__name__}]}
-    findings = validate_envelopes(table, window)
-    return {"ok": not findings, "rows": table.num_rows, "uri": uri, "findings": findings}
+    return {"ok": not findings, "rows": rows, "uri": uri, "findings": findings}
 
 
 def build_envelope_check(key: AssetKey, partitions_def: PartitionsDefinition
@@ -180,13 +179,21 @@ def _determinism_verdict(resolved: ResolvedProfile, storage: ChartlyStorageResou
                          "recomputed": plan_hash})
     uri = meta.get(md.URI)
     try:
-        actual = content_hash(storage.read_table(uri)) if uri else None
+        actual = _streamed_content_hash(storage, uri) if uri else None
     except (OSError, ValueError) as exc:
         actual = f"unreadable: {type(exc).__name__}"
     if actual != meta.get(md.CONTENT_HASH):
         problems.append({"code": "content_hash_mismatch", "materialized":
                          meta.get(md.CONTENT_HASH), "recomputed": actual, "uri": uri})
     return {"ok": not problems, "findings": problems}
+
+
+def _streamed_content_hash(storage: ChartlyStorageResource, uri: str) -> str:
+    """The file's content hash, batch by batch (the hash does not depend on batching)."""
+    hasher = ContentHasher()
+    for batch in storage.iter_batches(uri):
+        hasher.update(batch)
+    return hasher.hexdigest()
 
 
 def build_determinism_check(resolved: ResolvedProfile, key: AssetKey,

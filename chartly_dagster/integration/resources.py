@@ -7,7 +7,7 @@ never read environment variables themselves.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from enum import Enum
 from types import MappingProxyType
 
@@ -51,6 +51,12 @@ class ChartlyStorageResource(ConfigurableResource):
 
     def staging_dir(self, instance: DagsterInstance) -> str:
         return (self.staging_root or f"{instance.root_directory}/chartly/staging").rstrip("/")
+
+    def iter_batches(self, uri: str, batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
+        """Stream one written partition, so checks never hold a whole window in memory."""
+        filesystem, path = fsspec.core.url_to_fs(uri)
+        with filesystem.open(path, "rb") as handle:
+            yield from pq.ParquetFile(handle).iter_batches(batch_size=batch_size)
 
     def read_table(self, uri: str) -> pa.Table:
         """Read one written partition back, whatever filesystem its URI names."""

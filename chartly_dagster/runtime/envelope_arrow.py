@@ -340,11 +340,13 @@ def content_hash(table: pa.Table) -> str:
 
 
 def validate_envelopes(table: pa.Table, window: Window | None = None, sample: int = 5, *,
-                       verify_raw_sha: bool = True) -> list[dict[str, Any]]:
+                       verify_raw_sha: bool = True,
+                       check_duplicates: bool = True) -> list[dict[str, Any]]:
     """Vectorized envelope checks; each finding names the rule and up to `sample` rows.
 
     `verify_raw_sha=False` skips re-hashing `raw`, for batches whose hashes were computed
-    a moment ago from the same bytes.
+    a moment ago from the same bytes; `check_duplicates=False` leaves duplicate event ids
+    to a caller that tracks them across batches.
     """
     findings: list[dict[str, Any]] = []
     expected = {f.name: f.type for f in ENVELOPE_ARROW_SCHEMA}
@@ -384,8 +386,9 @@ def validate_envelopes(table: pa.Table, window: Window | None = None, sample: in
            .combine_chunks())
     report("empty_record_id", "record_id is empty",
            pc.equal(pc.utf8_length(col("record_id")), 0).combine_chunks())
-    dup = _duplicates(col("event_id"))
-    report("duplicate_event_id", "event_id appears more than once", dup)
+    if check_duplicates:
+        report("duplicate_event_id", "event_id appears more than once",
+               _duplicates(col("event_id")))
     seq = col("sequence").combine_chunks().to_numpy()
     bad_seq = np.zeros(n, dtype=bool)
     if n > 1:
@@ -403,6 +406,83 @@ def validate_envelopes(table: pa.Table, window: Window | None = None, sample: in
     if verify_raw_sha:
         report("raw_sha256_mismatch", "raw_sha256 does not match raw", _sha_mismatch(table))
     return findings
+
+
+def validate_envelope_stream(batches: Iterable[pa.RecordBatch], window: Window | None = None,
+                             sample: int = 5) -> tuple[list[dict[str, Any]], int]:
+    """`validate_envelopes` over a file read batch by batch: (findings, rows checked).
+
+    Memory is one batch plus 8 bytes per row for the duplicate-id index, so a window of
+    millions of rows is checked without loading the file. Row numbers are file-wide.
+    """
+    merged: dict[str, dict[str, Any]] = {}
+    ids = IdSet()
+    offset = 0
+    last_sequence: int | None = None
+
+    def add(finding: dict[str, Any]) -> None:
+        rows = [offset + r for r in finding["rows"]]
+        entry = merged.setdefault(finding["code"], {**finding, "count": 0, "rows": [],
+                                                    "event_ids": []})
+        entry["count"] += finding.get("count", len(rows))
+        room = sample - len(entry["rows"])
+        entry["rows"] += rows[:room]
+        entry["event_ids"] += finding.get("event_ids", [])[:room]
+
+    for batch in batches:
+        table = pa.Table.from_batches([batch])
+        found = validate_envelopes(table, window, sample, check_duplicates=False)
+        if found and found[0]["code"] == "schema_mismatch":
+            return found, offset
+        for finding in found:
+            add(finding)
+        n = batch.num_rows
+        if n:
+            seen = ids.add_new(event_id_keys(batch.column("event_id")))
+            picks = np.flatnonzero(seen)[:sample].tolist()
+            if seen.any():
+                add({"code": "duplicate_event_id", "message": "event_id appears more than once",
+                     "count": int(seen.sum()), "rows": picks,
+                     "event_ids": [batch.column("event_id")[i].as_py() for i in picks]})
+            sequence = batch.column("sequence")
+            first = sequence[0].as_py()
+            if last_sequence is not None and first is not None and first <= last_sequence:
+                add({"code": "sequence_not_monotonic", "message": "sequence does not increase",
+                     "count": 1, "rows": [0],
+                     "event_ids": [batch.column("event_id")[0].as_py()]})
+            top = pc.max(sequence).as_py()
+            last_sequence = top if top is not None else last_sequence
+        offset += n
+    return sorted(merged.values(), key=lambda f: f["code"]), offset
+
+
+_NIBBLES = np.full(256, 255, dtype=np.uint8)
+_NIBBLES[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = np.arange(16, dtype=np.uint8)
+
+
+def event_id_keys(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """The 64-bit id keys (first 16 hex digits after `evt_`) of an event_id column.
+
+    Decoded column-wise from the string buffer; malformed ids (already reported by the
+    format rule) fall back to a hash of the whole string so duplicates still count.
+    """
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    n = len(arr)
+    if n and arr.null_count == 0:
+        offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=n + 1,
+                                offset=arr.offset * 4)
+        if bool(np.all(np.diff(offsets) == 36)):
+            text = np.frombuffer(arr.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]]
+            nibbles = _NIBBLES[text.reshape(n, 36)[:, 4:20]]
+            if not (nibbles == 255).any():
+                keys = np.zeros(n, dtype=np.uint64)
+                for k in range(16):
+                    keys = (keys << np.uint64(4)) | nibbles[:, k].astype(np.uint64)
+                return keys
+    return np.fromiter(
+        (int(e[4:20], 16) if e and len(e) == 36 and all(c in "0123456789abcdef" for c in e[4:])
+         else int.from_bytes(hashlib.sha256((e or "").encode()).digest()[:8], "big")
+         for e in arr.to_pylist()), dtype=np.uint64, count=n)
 
 
 def _duplicates(column: pa.ChunkedArray) -> pa.Array:

@@ -34,7 +34,13 @@ from ..core.plan import Limits, Plan, build_plan
 from ..core.refs import format_ref
 from ..core.windows import Window
 from .egress import Resolver
-from .envelope_arrow import ENVELOPE_ARROW_SCHEMA, EnvelopeBuilder, IdSet, validate_envelopes
+from .envelope_arrow import (
+    ENVELOPE_ARROW_SCHEMA,
+    EnvelopeBuilder,
+    IdSet,
+    event_id_keys,
+    validate_envelopes,
+)
 from .http import EnvPolicy, GuardedClient, build_client
 from .paginate import PageInfo, PageRequest, Paginator, field_value
 from .parquet import PageStaging, WindowFileWriter
@@ -310,9 +316,7 @@ def _start(resolved: ResolvedProfile, plan: Plan, staging: PageStaging, run: _Wi
         return Paginator(resolved.spec, plan, drop)
     staging.keep_first(resume.pages_done)
     for batch in staging.batches():
-        keys = np.fromiter((int(e[4:20], 16) for e in batch.column("event_id").to_pylist()),
-                           dtype=np.uint64, count=batch.num_rows)
-        run.ids.add_new(keys)
+        run.ids.add_new(event_id_keys(batch.column("event_id")))
         run.observe_watermark(batch)
         writer.submit(batch)
     run.pages, run.records = resume.pages_done, resume.records_done
