@@ -7,15 +7,14 @@ rewritten (and its golden dropped, since the golden pins port 8765).
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 from dagster import DagsterInstance, instance_for_test
 
 from chartly_dagster.sandbox import Sandbox
+from tests.fixtures_profiles import copy_profiles
 
 REPO = Path(__file__).resolve().parent.parent
 SECRETS = {"CHARTLY_SECRET_ORDERS_API_API_KEY": "test-orders-key",
@@ -25,27 +24,10 @@ SECRETS = {"CHARTLY_SECRET_ORDERS_API_API_KEY": "test-orders-key",
            "CHARTLY_SECRET_HELPDESK_PASSWORD": "test-password"}
 
 
-def point_profiles_at(source: Path, target: Path, port: int) -> Path:
-    """Copy a profiles tree to `target/profiles`, dev variants rewritten to `port`."""
-    dest = target / "profiles"
-    shutil.copytree(source, dest)
-    for path in sorted(dest.rglob("*.yaml")):
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-        dev = doc.get("variants", {}).get("dev")
-        if dev is None:
-            continue
-        spec = dev.setdefault("spec", {})
-        spec["transport"] = {**spec.get("transport", {}), "baseUrl": f"http://localhost:{port}"}
-        spec["egressPolicy"] = {**spec.get("egressPolicy", {}), "allowedPorts": [port]}
-        spec["golden"] = None
-        path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
-    return dest
-
-
 @pytest.fixture
 def sandbox_profiles(sandbox: Sandbox, tmp_path: Path) -> Path:
     """The shipped profiles, dev variants pointed at this test's sandbox."""
-    return point_profiles_at(REPO / "profiles", tmp_path, sandbox.port)
+    return copy_profiles(tmp_path / "profiles", sandbox.port)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from chartly_dagster.core.catalog import ProfileCatalog, ResolvedProfile
 from chartly_dagster.core.refs import parse_ref
@@ -40,13 +41,22 @@ ENDPOINT_AUTH = {
 
 
 def copy_profiles(destination: Path, port: int, source: Path = REPO / "profiles") -> Path:
-    """Copy a profiles tree, pointing every dev variant at `port` instead of 8765."""
+    """Copy a profiles tree, pointing every dev variant at `port` instead of 8765.
+
+    The dev goldens are dropped: they pin port 8765, which a re-pointed profile can never
+    match.
+    """
     shutil.copytree(source, destination)
-    for path in destination.rglob("*.yaml"):
-        text = path.read_text(encoding="utf-8")
-        text = text.replace(f"localhost:{DEMO_PORT}", f"localhost:{port}")
-        text = text.replace(f"allowedPorts: [{DEMO_PORT}]", f"allowedPorts: [{port}]")
-        path.write_text(text, encoding="utf-8")
+    for path in sorted(destination.rglob("*.yaml")):
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        dev = doc.get("variants", {}).get("dev")
+        if dev is None:
+            continue
+        spec = dev.setdefault("spec", {})
+        spec["transport"] = {**spec.get("transport", {}), "baseUrl": f"http://localhost:{port}"}
+        spec["egressPolicy"] = {**spec.get("egressPolicy", {}), "allowedPorts": [port]}
+        spec["golden"] = None
+        path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     return destination
 
 

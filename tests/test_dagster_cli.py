@@ -19,8 +19,7 @@ from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 
 from chartly_dagster.integration import metadata as md
 from chartly_dagster.sandbox import Sandbox, run_sandbox
-from tests.fixtures_dagster import REPO, point_profiles_at
-from tests.fixtures_profiles import SECRETS, sandbox_config
+from tests.fixtures_profiles import SECRETS, copy_profiles, sandbox_config
 
 ORDERS = AssetKey(["tenant-demo", "proj-sales", "orders"])
 DAYS = ("2026-01-01", "2026-01-02", "2026-01-03")
@@ -69,7 +68,7 @@ def test_cli_partition_range_is_one_run_with_per_partition_metadata(tmp_path: Pa
 
 def _materialize_range(sandbox: Sandbox, tmp_path: Path
                        ) -> tuple[Path, dict[str, dict[str, Any]]]:
-    profiles = point_profiles_at(REPO / "profiles", tmp_path, sandbox.port)
+    profiles = copy_profiles(tmp_path / "profiles", sandbox.port)
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n", encoding="utf-8")

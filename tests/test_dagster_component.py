@@ -38,8 +38,7 @@ from chartly_dagster.integration import (
 from chartly_dagster.integration import metadata as md
 from chartly_dagster.integration.assets import SECRETS_KEY, STORAGE_KEY
 from chartly_dagster.sandbox import run_sandbox
-from tests.fixtures_dagster import REPO, point_profiles_at
-from tests.fixtures_profiles import SECRETS, sandbox_config
+from tests.fixtures_profiles import SECRETS, copy_profiles, sandbox_config
 
 COMPONENT_TYPE = "chartly_dagster.integration.ConnectorProfilesComponent"
 ORDERS = AssetKey(["tenant-demo", "proj-sales", "orders"])
@@ -105,7 +104,7 @@ def test_defs_yaml_loads_the_same_definitions_as_build_definitions(
     # succeeds if the component's secrets_dir_env_var reached the file provider.
     with run_sandbox(sandbox_config()) as sandbox:
         component_dir = defs_dir / "connectors"
-        point_profiles_at(REPO / "profiles", component_dir, sandbox.port)
+        copy_profiles(component_dir / "profiles", sandbox.port)
         _write_defs_yaml(component_dir, COMPONENT_TYPE, {
             "profiles_dir": "profiles", "env": "dev", "max_partitions_per_run": None,
             "storage_root": str(tmp_path / "lake"),
@@ -152,7 +151,7 @@ def test_component_subclass_decides_asset_specs(tmp_path: Path,
     project = tmp_path / "project"
     _, defs_dir = _dg_project(project)
     component_dir = defs_dir / "connectors"
-    point_profiles_at(REPO / "profiles", component_dir, 8765)
+    copy_profiles(component_dir / "profiles", 8765)
     _write_defs_yaml(component_dir, f"{__name__}.FlatConnectorProfiles", {"schedules": False})
     keys = _load(project, monkeypatch).resolve_asset_graph().get_all_asset_keys()
     # The summary of the (now single) group takes the connectors' key prefix.
@@ -190,7 +189,7 @@ def test_dg_cli_finds_scaffolds_and_lists_the_component(tmp_path: Path) -> None:
     assert (component_dir / "profiles").is_dir()
 
     (component_dir / "profiles").rmdir()
-    point_profiles_at(REPO / "profiles", component_dir, 8765)
+    copy_profiles(component_dir / "profiles", 8765)
     listed_defs = json.loads(dg("list", "defs", "--json"))
     assets = {a["asset_key"]: a for a in listed_defs["assets"]}
     assert ORDERS.to_user_string() in assets

@@ -30,8 +30,7 @@ from chartly_dagster.integration import build_definitions
 from chartly_dagster.integration import metadata as md
 from chartly_dagster.integration.checks import DETERMINISM_CHECK, ENVELOPE_CHECK
 from chartly_dagster.sandbox import run_sandbox
-from tests.fixtures_dagster import point_profiles_at
-from tests.fixtures_profiles import REPO, SECRETS, sandbox_config
+from tests.fixtures_profiles import REPO, SECRETS, copy_profiles, sandbox_config
 from tests.ui_support import (
     CHROMIUM_ARGS,
     DagsterDev,
@@ -264,7 +263,7 @@ def test_operate_connector_assets_from_the_dagster_ui(tmp_path: Path) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "ui-failure.png").unlink(missing_ok=True)
     with run_sandbox(sandbox_config()) as sandbox:
-        profiles = point_profiles_at(REPO / "profiles", tmp_path, sandbox.port)
+        profiles = copy_profiles(tmp_path / "profiles", sandbox.port)
         secrets = write_secrets(tmp_path / "secrets", SECRETS)
         workspace = write_code_location(tmp_path, profiles)
         home = write_dagster_home(tmp_path / "dagster_home")
