@@ -9,6 +9,7 @@ Failures are ERROR severity, so the check step fails and downstream assets are s
 # annotations to find the context type and resources.
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,15 @@ def partitions_to_check(context: AssetCheckExecutionContext, key: AssetKey,
     return out
 
 
+def judge_partitions(context: AssetCheckExecutionContext, key: AssetKey,
+                     partitions_def: PartitionsDefinition,
+                     judge: Callable[[CheckedPartition, Window], dict[str, Any]],
+                     ) -> dict[str, dict[str, Any]]:
+    """One verdict per partition this check run covers, keyed by partition."""
+    return {partition.key: judge(partition, window_for_partition(partitions_def, partition.key))
+            for partition in partitions_to_check(context, key, partitions_def)}
+
+
 def _result(name: str, verdicts: dict[str, dict[str, Any]],
             extra: dict[str, Any] | None = None, *, other_failure: bool = False
             ) -> AssetCheckResult:
@@ -135,10 +145,9 @@ def build_envelope_check(key: AssetKey, partitions_def: PartitionsDefinition
         "inside the partition window and raw_sha256 matches raw."))
     def _envelope_valid(context: AssetCheckExecutionContext,
                         chartly_storage: ChartlyStorageResource) -> AssetCheckResult:
-        verdicts = {}
-        for partition in partitions_to_check(context, key, partitions_def):
-            window = window_for_partition(partitions_def, partition.key)
-            verdicts[partition.key] = _envelope_verdict(chartly_storage, partition, window)
+        verdicts = judge_partitions(
+            context, key, partitions_def,
+            lambda partition, window: _envelope_verdict(chartly_storage, partition, window))
         return _result(ENVELOPE_CHECK, verdicts)
 
     return _envelope_valid
@@ -207,11 +216,10 @@ def build_determinism_check(resolved: ResolvedProfile, key: AssetKey,
         "materialized, and the golden plan (if the profile names one) still matches."))
     def _deterministic(context: AssetCheckExecutionContext,
                        chartly_storage: ChartlyStorageResource) -> AssetCheckResult:
-        verdicts = {}
-        for partition in partitions_to_check(context, key, partitions_def):
-            window = window_for_partition(partitions_def, partition.key)
-            verdicts[partition.key] = _determinism_verdict(resolved, chartly_storage,
-                                                           partition, window)
+        verdicts = judge_partitions(
+            context, key, partitions_def,
+            lambda partition, window: _determinism_verdict(resolved, chartly_storage,
+                                                           partition, window))
         golden = golden_findings(resolved, project_root)
         return _result(DETERMINISM_CHECK, verdicts,
                        {"golden": resolved.spec.golden or "none",
