@@ -19,7 +19,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
+
+from sandbox_process import sandbox_process
 
 EVENTS_PER_SECOND = 100
 WINDOW_START = "2026-02-01T00:00:00Z"
@@ -142,20 +143,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"records": count, "seconds": seconds, "rss_mb": rss_mb}))
         return 0
 
-    server = subprocess.Popen(
-        [sys.executable, "-m", "chartly_dagster.sandbox", "--port", "0",
-         "--events-per-hour", str(EVENTS_PER_SECOND * 3600)],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert server.stdout is not None
-        port = urlsplit(server.stdout.readline().split()[3]).port or 0
+    with sandbox_process(EVENTS_PER_SECOND * 3600) as (_, port):
         results: dict[str, list[dict[str, float]]] = {name: [] for name in WORKERS}
         for _ in range(args.repeat):  # interleaved, so drift hits both pipelines alike
             for name in WORKERS:
                 results[name].append(run_worker(name, port, args.records, args.page))
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
     base = statistics.median(r["seconds"] for r in results["baseline"])
     print(f"\n{args.records:,}-record window, {args.page}-record pages, cursor pagination, "

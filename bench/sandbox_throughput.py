@@ -13,12 +13,11 @@ import argparse
 import http.client
 import os
 import resource
-import subprocess
-import sys
 import time
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import orjson
+from sandbox_process import sandbox_process
 
 from chartly_dagster.sandbox.data import ORIGIN_EPOCH_S, format_rfc3339
 
@@ -62,15 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=2, help="walks of the same window")
     args = parser.parse_args(argv)
 
-    server = subprocess.Popen(
-        [sys.executable, "-m", "chartly_dagster.sandbox", "--port", "0",
-         "--events-per-hour", str(EVENTS_PER_SECOND * 3600)],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert server.stdout is not None
-        banner = server.stdout.readline()
-        port = urlsplit(banner.split()[3]).port
-        assert port, banner
+    with sandbox_process(EVENTS_PER_SECOND * 3600) as (server, port):
         start = ORIGIN_EPOCH_S + 31 * 86400
         since = format_rfc3339(start)
         until = format_rfc3339(start + args.records // EVENTS_PER_SECOND)
@@ -78,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         for run in range(1, args.runs + 1):
             began, server_cpu = time.perf_counter(), cpu_seconds(server.pid)
             client_cpu = time.process_time()
-            records, pages, size = walk(port or 0, since, until, args.page)
+            records, pages, size = walk(port, since, until, args.page)
             elapsed = time.perf_counter() - began
             server_cpu = cpu_seconds(server.pid) - server_cpu
             client_cpu = time.process_time() - client_cpu
@@ -87,9 +78,6 @@ def main(argv: list[str] | None = None) -> int:
                   f"({size / 1e6 / elapsed:,.0f} MB/s); server CPU {server_cpu:.2f} s = "
                   f"{records / max(server_cpu, 1e-9):,.0f} records per server CPU second, "
                   f"client CPU {client_cpu:.2f} s")
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
     peak_mb = {who: resource.getrusage(who).ru_maxrss / 1024
                for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)}
     print(f"peak RSS: client {peak_mb[resource.RUSAGE_SELF]:.0f} MB, "
