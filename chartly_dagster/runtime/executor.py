@@ -34,7 +34,7 @@ from ..core.plan import Limits, Plan, build_plan
 from ..core.refs import format_ref
 from ..core.windows import Window
 from .egress import Resolver
-from .envelope_arrow import (
+from .envelope import (
     ENVELOPE_ARROW_SCHEMA,
     EnvelopeBuilder,
     IdSet,
