@@ -20,7 +20,12 @@ from ...core.catalog import ResolvedProfile
 from ...core.errors import InvalidArgument
 from ...core.refs import format_ref
 from ...core.windows import Window
+from ..errors import UnsupportedRecord
 from .schema import ENVELOPE_ARROW_SCHEMA, ENVELOPE_VERSION, TIMESTAMP, micros
+
+#: orjson writes at most this many nested levels (objects and arrays, the record itself
+#: counted); a deeper record has no canonical JSON here and fails as `UnsupportedRecord`
+MAX_RECORD_DEPTH = 254
 
 def _getter(path: str) -> Callable[[dict[str, Any]], Any]:
     parts = path.split(".")
@@ -91,13 +96,17 @@ class EnvelopeBuilder:
         sort = orjson.OPT_SORT_KEYS
         # The only per-record Python: canonical JSON and two SHA-256 digests. Hex text,
         # id keys and Arrow buffers are then built column-wise from the joined digests.
-        for rec, rid in zip(records, ids, strict=True):
-            raw = dumps(rec, option=sort)
-            raws.append(raw)
-            shas.append(sha(raw).digest())
-            h = prefix_copy()
-            h.update(rid.encode())
-            eids.append(h.digest()[:16])
+        try:
+            for rec, rid in zip(records, ids, strict=True):
+                raw = dumps(rec, option=sort)
+                raws.append(raw)
+                shas.append(sha(raw).digest())
+                h = prefix_copy()
+                h.update(rid.encode())
+                eids.append(h.digest()[:16])
+        except orjson.JSONEncodeError as exc:
+            failed = len(raws)  # the record whose dumps raised
+            raise _not_canonical(records[failed], ids[failed], exc) from None
         n = len(raws)
         eid_bytes = b"".join(eids)
         keys = np.frombuffer(eid_bytes, dtype=">u8")[::2].astype(np.uint64)
@@ -189,6 +198,29 @@ def _joined_column(values: list[bytes]) -> pa.Array:
         return pa.StringArray.from_buffers(len(values), pa.py_buffer(offsets.astype(np.int32)),
                                            pa.py_buffer(b"".join(values)))
     return pa.array(values, pa.binary()).view(pa.string())
+
+
+def _not_canonical(record: Any, record_id: str, exc: Exception) -> UnsupportedRecord:
+    depth = _depth(record)
+    if depth > MAX_RECORD_DEPTH:
+        return UnsupportedRecord(f"record {record_id!r} nests {depth} levels deep; a record "
+                                 f"may nest at most {MAX_RECORD_DEPTH} levels (objects and "
+                                 "arrays) to be stored as canonical JSON", field="records.path")
+    return UnsupportedRecord(f"record {record_id!r} cannot be stored as canonical JSON: {exc}",
+                             field="records.path")
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a decoded JSON value (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(
+            item, list) else None
+        if children is not None:
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def _id_text(value: Any, index: int, field: str) -> str:
