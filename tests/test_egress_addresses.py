@@ -9,8 +9,10 @@ that would let them through and the envs that may allow it.
 
 from __future__ import annotations
 
-import ipaddress
 import random
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,7 @@ import pytest
 from chartly_dagster.core.errors import ChartlyError, ExitCode
 from chartly_dagster.core.profile import ConnectorProfile
 from chartly_dagster.core.windows import Window
-from chartly_dagster.runtime.egress import EgressGuard, EnvPolicy, GuardedNetworkBackend
+from chartly_dagster.runtime.egress import EnvPolicy
 from chartly_dagster.runtime.errors import EgressRefused, Reason
 from chartly_dagster.runtime.executor import fetch_window
 from chartly_dagster.runtime.http import build_client
@@ -47,14 +49,35 @@ def test_a_canonical_ip_literal_inside_the_allowed_cidrs_is_fetched_without_dns(
     assert srv.requests[0]["headers"]["Host"] == f"127.0.0.1:{srv.port}"
 
 
-def test_a_canonical_ipv6_literal_is_checked_and_connected_without_dns() -> None:
-    guard = EgressGuard(dns_allowlist=(API_HOST,), allowed_ports=frozenset({8080}),
-                        allowed_schemes=frozenset({"http"}),
-                        allowed_networks=(ipaddress.ip_network("fd00::/8"),))
-    backend = GuardedNetworkBackend(guard, FakeResolver({}))
-    assert str(guard.check_url("http://[fd12::5]:8080/v1").host) == "fd12::5"
-    assert backend.resolve_checked("fd12::5", 8080) == [ipaddress.ip_address("fd12::5")]
-    assert backend.resolver.calls == []
+class _V6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
+def test_a_canonical_ipv6_literal_is_fetched_over_ipv6_loopback() -> None:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            reply(self, 200, RECORDS)
+
+        def log_message(self, format: str, *args: object) -> None:
+            """Quiet."""
+
+    server = _V6Server(("::1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    try:
+        base = f"http://[::1]:{server.server_address[1]}"
+        resolver = FakeResolver({})
+        with build_client(make_profile(base, cidrs=["::1/128"]), env="dev",
+                          resolver=resolver) as client:
+            response = client.get(f"{base}/events")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (response.status_code, response.content) == (200, RECORDS)
+    assert resolver.calls == []
 
 
 @pytest.mark.parametrize("url", [

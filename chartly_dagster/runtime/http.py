@@ -23,7 +23,7 @@ import httpcore
 import httpx
 
 from ..core.catalog import ResolvedProfile
-from ..core.hostnames import normalize_hostname
+from ..core.hostnames import canonical_ip_literal, normalize_hostname
 from ..core.profile import FORBIDDEN_HEADERS, Transport
 from .decoding import ACCEPT_ENCODING, BodyDecoder
 from .egress import EgressGuard, EnvPolicy, GuardedNetworkBackend, Resolver, default_port
@@ -70,9 +70,12 @@ class GuardedResponse:
         text = self.content[:4 * _EXCERPT_SCAN].decode("utf-8", errors="replace")
         # Scrub before cutting to `limit`: a secret starting inside the excerpt lies wholly
         # inside the scanned text, so it is replaced whole, never shown in part.
-        text = self.redactor.scrub(text[:_EXCERPT_SCAN])[:limit + 1]
-        text = " ".join("".join(c if c.isprintable() else " " for c in text).split())
-        return text if len(text) <= limit else text[:limit - 1] + "…"
+        scrubbed = self.redactor.scrub(text[:_EXCERPT_SCAN]).lstrip()
+        line = " ".join("".join(c if c.isprintable() else " " for c in scrubbed[:limit + 1])
+                        .split())
+        if len(scrubbed) > limit + 1 or len(line) > limit:
+            return line[:limit - 1] + "…"
+        return line
 
 
 class _GuardedTransport(httpx.HTTPTransport):
@@ -105,7 +108,9 @@ def _ssl_context(verify: ssl.SSLContext | str | bool | None) -> ssl.SSLContext:
 
 
 def _origin(url: httpx.URL) -> tuple[str, str, int]:
-    return url.scheme, normalize_hostname(url.host), default_port(url)
+    """(scheme, host, port) of a URL the guard has checked: a name or an allowed address."""
+    ip = canonical_ip_literal(url.host)
+    return url.scheme, str(ip) if ip else normalize_hostname(url.host), default_port(url)
 
 
 class GuardedClient:
