@@ -55,11 +55,12 @@ EXCERPT_CHARS = 200
 
 @dataclass(frozen=True)
 class GuardedResponse:
-    """A fully read response; `url` and `redirects` are scrubbed of credentials."""
+    """A fully read response; `url` and `redirects` are scrubbed of credentials. The body is
+    the upstream's raw data (it may echo anything back), so it stays out of `repr`."""
 
     status_code: int
     headers: httpx.Headers
-    content: bytes
+    content: bytes = field(repr=False)
     url: str
     redirects: tuple[str, ...] = ()
     redactor: Redactor = field(default_factory=Redactor, repr=False, compare=False)
