@@ -5,32 +5,32 @@ status, so the seed's failure table lives here and nowhere else. Whether a failu
 retried is a property of its class (`retryable`), never of its message. The whole tree
 (leaves marked `runtime` live in `runtime/errors.py`, next to the client that raises them)::
 
-    ChartlyError                          code             exit  retryable
-    ├── UsageError                        usage_error         2
-    │   └── RefSyntaxError                invalid_ref         2
-    ├── PreconditionFailed                precondition_failed 3
-    │   ├── ProfileNotFound               profile_not_found   3
-    │   └── SecretNotFound (runtime)      secret_not_found    3
-    ├── ValidationFailed                  validation_failed   4
-    │   ├── ProfileInvalid                profile_invalid     4
-    │   ├── PaginationViolation           pagination_violation 4
-    │   ├── EgressRefused (runtime)       egress_refused      4
-    │   ├── ResponseTooLarge (runtime)    response_too_large  4
-    │   └── SecretInvalid (runtime)       secret_invalid      4
-    ├── UnsafeOperationBlocked            unsafe_operation_blocked 5
-    └── UpstreamError                     (HTTP status, Retry-After, seed 001 retry class)
-        ├── UpstreamUnavailable           unavailable         1  yes  5xx, 408, 425
-        │   └── TransportFailure (runtime) unavailable        1  yes  the exchange broke
-        │       ├── ConnectFailed         unavailable         1  yes  DNS, refused, TLS
-        │       ├── ConnectionLost        unavailable         1  yes  reset, peer closed
-        │       └── UpstreamTimeout       unavailable         1  yes  a phase timed out
-        │           └── DeadlineExceeded  deadline_exceeded   1  yes  transport.deadlineMs
-        ├── RateLimited                   rate_limited        4  yes  429
-        ├── InvalidArgument               invalid_argument    4       other 4xx, bad data
-        │   ├── MalformedResponse (runtime) malformed_response 4 yes  body does not decode
-        │   └── UnsupportedRecord (runtime) unsupported_record 4      cannot canonicalize
-        ├── Unauthenticated               unauthenticated     4       401
-        └── PermissionDenied              permission_denied   4       403
+    ChartlyError                            code                     exit retry
+    ├── UsageError                          usage_error              2
+    │   └── RefSyntaxError                  invalid_ref              2
+    ├── PreconditionFailed                  precondition_failed      3
+    │   ├── ProfileNotFound                 profile_not_found        3
+    │   └── SecretNotFound (runtime)        secret_not_found         3
+    ├── ValidationFailed                    validation_failed        4
+    │   ├── ProfileInvalid                  profile_invalid          4
+    │   ├── PaginationViolation             pagination_violation     4
+    │   ├── EgressRefused (runtime)         egress_refused           4
+    │   ├── ResponseTooLarge (runtime)      response_too_large       4
+    │   └── SecretInvalid (runtime)         secret_invalid           4
+    ├── UnsafeOperationBlocked              unsafe_operation_blocked 5
+    └── UpstreamError                       (+ status, Retry-After)
+        ├── UpstreamUnavailable             unavailable              1    yes   5xx, 408, 425
+        │   └── TransportFailure (runtime)  unavailable              1    yes   exchange broke
+        │       ├── ConnectFailed           unavailable              1    yes   DNS, refused, TLS
+        │       ├── ConnectionLost          unavailable              1    yes   reset, peer closed
+        │       └── UpstreamTimeout         unavailable              1    yes   a phase timed out
+        │           └── DeadlineExceeded    deadline_exceeded        1    yes   deadlineMs
+        ├── RateLimited                     rate_limited             4    yes   429
+        ├── InvalidArgument                 invalid_argument         4          other 4xx, bad data
+        │   ├── MalformedResponse (runtime) malformed_response       4    yes   body won't decode
+        │   └── UnsupportedRecord (runtime) unsupported_record       4          too deep to store
+        ├── Unauthenticated                 unauthenticated          4          401
+        └── PermissionDenied                permission_denied        4          403
 """
 
 from __future__ import annotations
