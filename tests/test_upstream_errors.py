@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import threading
 import zlib
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import yaml
 from chartly_dagster.cli.main import main
 from chartly_dagster.core.errors import ChartlyError, ExitCode, InvalidArgument
 from chartly_dagster.core.windows import Window
+from chartly_dagster.runtime.doctor import run_doctor
 from chartly_dagster.runtime.envelope.builder import MAX_RECORD_DEPTH
 from chartly_dagster.runtime.errors import (
     ConnectionLost,
@@ -237,3 +239,31 @@ def test_cli_run_reports_a_classified_error_without_a_traceback(
     assert status == exit_code
     assert json.loads(out)["validation"]["code"] == code
     assert "Traceback" not in out + err
+
+
+def test_raw_deflate_without_the_zlib_wrapper_is_decoded() -> None:
+    squeeze = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    raw = squeeze.compress(BODY) + squeeze.flush()
+    assert _get(_encoded(raw, "deflate")).content == BODY
+
+
+def test_doctor_categories_come_from_the_error_classes() -> None:
+    stall = threading.Event()
+
+    def slow(handler) -> None:
+        stall.wait(5)  # longer than the 150 ms read timeout; released when the test ends
+        reply(handler, 200, BODY)
+
+    try:
+        with serve(slow) as srv:
+            base = f"http://{API_HOST}:{srv.port}"
+            report = run_doctor(make_profile(base, cidrs=LOOPBACK, timeout_ms=150), env="dev",
+                                secrets=None, resolver=FakeResolver({API_HOST: ["127.0.0.1"]}))
+            stall.set()
+    finally:
+        stall.set()
+    assert (report.category, report.exit_code) == ("timeout", ExitCode.ERROR)
+    assert report.message == "timed out: UpstreamTimeout"
+    dead = run_doctor(make_profile(f"http://{API_HOST}:9", cidrs=LOOPBACK, ports=[9]),
+                      env="dev", secrets=None, resolver=FakeResolver({}))
+    assert (dead.category, dead.message) == ("network", "network error: ConnectFailed")
