@@ -12,7 +12,7 @@ from chartly_dagster.core.errors import UpstreamUnavailable
 from chartly_dagster.core.profile import Transport
 from chartly_dagster.integration import ChartlyEgressResource, build_definitions
 from chartly_dagster.integration import metadata as md
-from chartly_dagster.runtime.http import EnvPolicy
+from chartly_dagster.runtime.egress import EnvPolicy
 from chartly_dagster.sandbox import Fault, Sandbox
 from tests.fixtures_runtime import DAY, Live, RecordingSleep
 

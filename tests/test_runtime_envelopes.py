@@ -15,7 +15,7 @@ import pyarrow as pa
 import pytest
 
 from chartly_dagster.core.canonical import format_rfc3339
-from chartly_dagster.runtime.envelope_arrow import (
+from chartly_dagster.runtime.envelope import (
     ENVELOPE_ARROW_SCHEMA,
     content_hash,
     envelope_json_schema,

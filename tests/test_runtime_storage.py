@@ -10,7 +10,7 @@ import pytest
 
 from chartly_dagster.core.errors import UpstreamUnavailable
 from chartly_dagster.core.plan import Limits
-from chartly_dagster.runtime.envelope_arrow import content_hash
+from chartly_dagster.runtime.envelope import content_hash
 from chartly_dagster.runtime.executor import PageProgress
 from chartly_dagster.runtime.parquet import read_window_file
 from chartly_dagster.sandbox import Fault

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from .hostnames import HostnameError, normalize_allowlist_pattern, normalize_hostname
+from .hostnames import HostnameError, check_base_url_host, normalize_allowlist_pattern
 from .refs import SEGMENT, is_valid_name, is_valid_segment, is_valid_version
 
 API_VERSION = "chartly.io/v1alpha1"
@@ -433,17 +433,8 @@ class ConnectorSpec(StrictModel):
 
     @model_validator(mode="after")
     def _coherent(self) -> ConnectorSpec:
-        try:
-            host = normalize_hostname(self.transport.host)
-        except HostnameError as exc:
-            raise ValueError(f"transport.baseUrl: {exc}") from exc
-        from .hostnames import host_matches, is_ip_literal
-
-        if is_ip_literal(self.transport.host):
-            raise ValueError("transport.baseUrl must name a host, not an IP address")
-        if not host_matches(host, self.egress_policy.dns_allowlist):
-            raise ValueError(f"transport.baseUrl host {host!r} is not in "
-                             "egressPolicy.dnsAllowlist")
+        check_base_url_host(self.transport.host, self.egress_policy.dns_allowlist,
+                            self.egress_policy.allowed_cidrs)
         if self.pagination.mode == "time-window" and not (
                 self.window.start_param and self.window.end_param):
             raise ValueError("time-window pagination needs window.startParam and window.endParam")

@@ -37,7 +37,7 @@ from ..core.catalog import ResolvedProfile
 from ..core.plan import build_plan
 from ..core.report import Invocation, compare_to_golden, document
 from ..core.windows import Window
-from ..runtime.envelope_arrow import ContentHasher, validate_envelope_stream
+from ..runtime.envelope import ContentHasher, validate_envelope_stream
 from . import metadata as md
 from .partitions import window_for_partition
 from .resources import ChartlyStorageResource

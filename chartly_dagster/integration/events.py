@@ -28,8 +28,8 @@ from ..core.catalog import ResolvedProfile
 from ..core.errors import ChartlyError
 from ..core.plan import build_plan
 from ..core.refs import format_ref
+from ..runtime.egress import EnvPolicy
 from ..runtime.executor import PageProgress, WindowResult, fetch_window
-from ..runtime.http import EnvPolicy
 from ..runtime.secrets import SecretResolver
 from . import metadata as md
 from .checkpoints import last_materialization, resume_state

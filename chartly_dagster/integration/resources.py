@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from dagster import ConfigurableResource, DagsterInstance
 from pydantic import Field
 
-from ..runtime.http import EnvPolicy
+from ..runtime.egress import EnvPolicy
 from ..runtime.secrets import (
     EnvSecretProvider,
     FileSecretProvider,

@@ -11,14 +11,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import httpx
-
 from ..core.catalog import ResolvedProfile
 from ..core.errors import ChartlyError, ExitCode, PreconditionFailed
 from ..core.plan import Limits, build_plan
 from ..core.windows import Window
-from .errors import DeadlineExceeded, EgressRefused
-from .http import EnvPolicy, build_client
+from .egress import EnvPolicy
+from .errors import EgressRefused, TransportFailure, UpstreamTimeout
+from .http import build_client
 from .secrets import SecretResolver
 
 CATEGORY_EXIT = {"ok": ExitCode.OK, "auth": ExitCode.VALIDATION_FAILED,
@@ -79,9 +78,9 @@ def run_doctor(resolved: ResolvedProfile, *, env: str, secrets: SecretResolver |
         raise
     except EgressRefused as exc:
         return DoctorReport(False, "network", None, exc.message, reason=exc.reason.value)
-    except (httpx.TimeoutException, DeadlineExceeded) as exc:
+    except UpstreamTimeout as exc:
         return DoctorReport(False, "timeout", None, f"timed out: {exc.__class__.__name__}")
-    except httpx.TransportError as exc:
+    except TransportFailure as exc:
         return DoctorReport(False, "network", None, f"network error: {exc.__class__.__name__}")
     except ChartlyError as exc:
         return DoctorReport(False, "unknown", None, f"{exc.code}: {exc.message}")

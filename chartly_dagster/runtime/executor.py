@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -28,25 +27,25 @@ from ..core.errors import (
     InvalidArgument,
     PaginationViolation,
     UpstreamError,
-    UpstreamUnavailable,
 )
 from ..core.plan import Limits, Plan, build_plan
 from ..core.refs import format_ref
 from ..core.windows import Window
-from .egress import Resolver
-from .envelope_arrow import (
+from .decoding import decode_json
+from .egress import EnvPolicy, Resolver
+from .envelope import (
     ENVELOPE_ARROW_SCHEMA,
     EnvelopeBuilder,
     IdSet,
     event_id_keys,
     validate_envelopes,
 )
-from .http import EnvPolicy, GuardedClient, build_client
+from .http import GuardedClient, build_client
 from .paginate import PageInfo, PageRequest, Paginator, field_value
 from .parquet import PageStaging, WindowFileWriter
 from .ratelimit import bucket_for
 from .redact import install_log_redaction
-from .retry import RetryBudget, RetryPolicy, classify_status
+from .retry import RetryBudget, RetryPolicy, classify_response
 from .secrets import SecretResolver
 from .telemetry import audit, metrics
 
@@ -216,15 +215,10 @@ def _fetch_page(client: GuardedClient, request: PageRequest, clock: Clock,
                 counter: list[int]) -> tuple[Any, str | None, str, int]:
     counter[0] += 1
     response = client.get(request.url, request.params or None)
-    error = classify_status(response.status_code, response.headers, response.url, clock())
+    error = classify_response(response, clock())
     if error is not None:
         raise error
-    try:
-        body = orjson.loads(response.content)
-    except orjson.JSONDecodeError:
-        # Truncated or garbled bodies are usually a cut connection: retry the page.
-        raise UpstreamUnavailable(f"response from {response.url} is not valid JSON "
-                                  f"({len(response.content)} bytes)") from None
+    body = decode_json(response.content, response.url)
     return body, response.headers.get("link"), response.url, len(response.content)
 
 
@@ -345,12 +339,7 @@ def _drive(client: GuardedClient, paginator: Paginator, staging: PageStaging, ru
             bucket.acquire(max_wait=max_wait, sleep=sleep)
             return _fetch_page(client, request, run.clock, counter)
 
-        try:
-            body, link, final_url, size = retry.call(attempt)
-        except UpstreamUnavailable as exc:
-            if "not valid JSON" in exc.message:
-                raise InvalidArgument(exc.message) from exc
-            raise
+        body, link, final_url, size = retry.call(attempt)
         records = _records_of(body, spec.records.path)
         page = PageInfo(request, body, link, final_url, len(records))
         stop_after = False

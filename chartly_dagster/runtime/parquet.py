@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from .envelope_arrow import ENVELOPE_ARROW_SCHEMA, ContentHasher
+from .envelope import ENVELOPE_ARROW_SCHEMA, ContentHasher
 
 ROW_GROUP_ROWS = 32 * 1024
 # Columns that repeat per window or page. Dictionary-encoding the unique ones (ids, raw,
