@@ -12,7 +12,7 @@ from chartly_dagster.core.errors import UpstreamUnavailable
 from chartly_dagster.core.plan import Limits
 from chartly_dagster.runtime.envelope_arrow import content_hash
 from chartly_dagster.runtime.executor import PageProgress
-from chartly_dagster.runtime.parquet import read_window_file
+from chartly_dagster.runtime.storage import read_window_file
 from chartly_dagster.sandbox import Fault
 from tests.fixtures_runtime import (
     DAY,
@@ -85,8 +85,8 @@ def test_crash_on_page_three_then_resume_gives_exactly_the_ground_truth(
     assert [p.page for p in progress] == [1, 2]
     assert_nothing_final(live.out)
     resume = last_resume(progress)
-    assert resume.pages_done == 2 and resume.records_done == progress[-1].records
-    assert progress[-1].checkpoint["payload"]["pages"] == 2
+    assert resume.pages == 2 and resume.records == progress[-1].records
+    assert progress[-1].checkpoint.to_contract()["payload"]["pages"] == 2
 
     live.sandbox.faults.clear()
     live.sandbox.clear_requests()
@@ -142,7 +142,7 @@ def test_same_window_twice_same_hash_and_rows(live: Live, name: str, tmp_path: P
     one, two = read_window_file(first.uri), read_window_file(second.uri)
     assert rows_without_wall_clock(one) == rows_without_wall_clock(two)
     assert content_hash(one) == first.content_hash
-    assert first.checkpoint["payload"] == second.checkpoint["payload"]
+    assert first.checkpoint.to_contract()["payload"] == second.checkpoint.to_contract()["payload"]
     # Only wall-clock dependent fields may differ (file size: collected_at compresses
     # differently).
     volatile = {"duration_seconds": 0, "output": "", "file_bytes": 0}

@@ -27,7 +27,7 @@ from ..core.hostnames import normalize_hostname
 from ..core.profile import FORBIDDEN_HEADERS, Transport
 from .egress import EgressGuard, GuardedNetworkBackend, IPNetwork, Resolver, default_port
 from .errors import DeadlineExceeded, EgressRefused, Reason, ResponseTooLarge, SecretNotFound
-from .redact import Redactor
+from .redact import Redactor, install_log_redaction
 from .secrets import ResolvedAuth, SecretResolver
 
 __all__ = ["EnvPolicy", "GuardedClient", "GuardedResponse", "build_client"]
@@ -382,6 +382,11 @@ def build_client(resolved: ResolvedProfile, *, env: str, secrets: SecretResolver
                              "resolver was configured", field="secretRef")
     else:
         auth = secrets.resolve_auth(spec.auth)
+    if secrets is not None:
+        # The one place log redaction is installed: every client's callers (CLI, Dagster,
+        # scripts) get scrubbed logs, since httpx logs each request URL (and an apiKeyQuery
+        # credential with it) at INFO.
+        install_log_redaction(secrets.redactor)
     redactor = secrets.redactor if secrets is not None else Redactor()
     transport = _GuardedTransport(GuardedNetworkBackend(guard, resolver), context)
     default_headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "gzip, deflate",
