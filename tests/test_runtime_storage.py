@@ -8,11 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from chartly_dagster.core.errors import UpstreamUnavailable
+from chartly_dagster.core.errors import PreconditionFailed, UpstreamUnavailable
 from chartly_dagster.core.plan import Limits
 from chartly_dagster.runtime.envelope_arrow import content_hash
-from chartly_dagster.runtime.executor import PageProgress
-from chartly_dagster.runtime.storage import read_window_file
+from chartly_dagster.runtime.executor import (
+    PageProgress,
+    ResumeReport,
+    RunEvent,
+    window_file_name,
+)
+from chartly_dagster.runtime.storage import Storage, read_window_file
 from chartly_dagster.sandbox import Fault
 from tests.fixtures_runtime import (
     DAY,
@@ -33,6 +38,7 @@ ALL = sorted(PROFILES)
 def test_max_pages_caps_the_window(live: Live) -> None:
     result = live.fetch("sales-feed", DAY, limits=Limits(max_pages=2))
     assert result.outcome == "capped" and result.pages == 2
+    assert result.capped_by == result.results_section()["capped_by"] == "max_pages"
     assert result.findings == [{"code": "cap_reached", "message":
                                 "max_pages 2 reached with more pages to fetch"}]
     assert written_ids(result) == live.truth_ids("sales-feed", DAY)[:500]  # 2 x 250
@@ -42,6 +48,7 @@ def test_max_pages_caps_the_window(live: Live) -> None:
 def test_max_records_cuts_mid_page(live: Live) -> None:
     result = live.fetch("sales-events", DAY, limits=Limits(max_records=700))
     assert result.outcome == "capped" and result.records == 700
+    assert result.capped_by == "max_records"
     assert [f["code"] for f in result.findings] == ["cap_reached"]
     assert "max_records 700" in result.findings[0]["message"]
     assert written_ids(result) == live.truth_ids("sales-events", DAY)[:700]
@@ -51,6 +58,7 @@ def test_max_records_cuts_mid_page(live: Live) -> None:
 def test_max_bytes_caps_after_the_page_that_crossed_it(live: Live) -> None:
     result = live.fetch("tickets", DAY, limits=Limits(max_bytes=1))
     assert result.outcome == "capped" and result.pages == 1
+    assert result.capped_by == "max_bytes"
     assert "max_bytes 1" in result.findings[0]["message"]
     assert written_ids(result) == live.truth_ids("tickets", DAY)[:100]
 
@@ -58,6 +66,7 @@ def test_max_bytes_caps_after_the_page_that_crossed_it(live: Live) -> None:
 def test_limits_equal_to_the_window_do_not_cap(live: Live) -> None:
     result = live.fetch("sales-events", DAY, limits=Limits(max_pages=3, max_records=1440))
     assert result.outcome == "complete" and result.findings == []
+    assert result.capped_by is None and result.results_section()["capped_by"] is None
 
 
 # -- crash and resume ---------------------------------------------------------------------
@@ -119,17 +128,95 @@ def test_on_page_raising_leaves_no_file_and_resume_refetches_the_unrecorded_page
     assert live.sandbox.request_count("/v1/tickets") == 15 - 2  # page 3 fetched again
 
 
-def test_resume_without_staged_pages_starts_over(live: Live, tmp_path: Path) -> None:
+def test_resume_without_staged_pages_starts_over_and_says_so(live: Live,
+                                                             tmp_path: Path) -> None:
     progress: list[PageProgress] = []
     live.sandbox.faults.add(Fault("status", endpoint="/v1/feed", status=503, on_request=3,
                                   times=None))
     with pytest.raises(UpstreamUnavailable):
         live.fetch("sales-feed", DAY, on_page=progress.append)
     live.sandbox.faults.clear()
+    live.sandbox.clear_requests()
     # Another machine: same checkpoint, but the staged pages are not there.
+    events: list[RunEvent] = []
     result = live.fetch("sales-feed", DAY, resume=last_resume(progress),
-                        dest=tmp_path / "elsewhere")
+                        dest=tmp_path / "elsewhere", on_progress=events.append)
     assert written_ids(result) == live.truth_ids("sales-feed", DAY)
+    report = events[0]
+    assert isinstance(report, ResumeReport) and report.staging_lost
+    assert (report.requested_page, report.resumed_from_page) == (2, 0)
+    assert report.message.startswith("staging lost, fetching from page 0")
+    assert result.resumed_from_page == 0  # not the checkpoint's page 2
+    assert live.sandbox.request_count("/v1/feed") == result.pages  # every page fetched
+
+
+def test_resume_with_staged_pages_reports_where_it_resumed(live: Live) -> None:
+    progress: list[PageProgress] = []
+    live.sandbox.faults.add(Fault("status", endpoint="/v1/tickets", status=401, on_request=4))
+    with pytest.raises(Exception, match="401"):
+        live.fetch("tickets", DAY, on_page=progress.append)
+    events: list[RunEvent] = []
+    result = live.fetch("tickets", DAY, resume=last_resume(progress), on_progress=events.append)
+    report = events[0]
+    assert isinstance(report, ResumeReport) and not report.staging_lost
+    assert report.resumed_from_page == result.resumed_from_page == 3
+    assert report.message == f"resuming after page 3 ({progress[-1].records} records staged)"
+
+
+# -- leftovers of killed runs -------------------------------------------------------------
+
+def test_temp_files_of_a_killed_run_are_removed_when_the_window_is_fetched_again(
+        live: Live) -> None:
+    relative = window_file_name(live.resolve("orders"), DAY, None)
+    folder, name = (live.out / relative).parent, (live.out / relative).name
+    folder.mkdir(parents=True)
+    # What a SIGKILLed run leaves: a half-written temp file of this window's Parquet file.
+    stale = [folder / f".{name}.{tag * 32}.tmp" for tag in "ab"]
+    for path in stale:
+        path.write_bytes(b"PAR1 half a file")
+    other = folder / ".another-window.parquet.cccc.tmp"  # not this window's: left alone
+    other.write_bytes(b"x")
+    result = live.fetch("orders", DAY)
+    assert not any(path.exists() for path in stale) and other.exists()
+    assert files_under(live.out, f".{name}.*") == []
+    assert result.uri.endswith(name)
+
+
+def test_staging_of_finished_windows_is_removed(live: Live) -> None:
+    progress: list[PageProgress] = []
+    live.sandbox.faults.add(Fault("status", endpoint="/v1/tickets", status=503, on_request=3,
+                                  times=None))
+    with pytest.raises(UpstreamUnavailable):
+        live.fetch("tickets", DAY, on_page=progress.append)
+    staging = live.out / ".staging"
+    assert files_under(staging, "*.arrow")  # the killed window's pages wait for a resume
+    live.sandbox.faults.clear()
+    live.fetch("tickets", DAY)  # fetched again without a resume (as the CLI does)
+    assert files_under(staging, "*") == []  # pages and their emptied folders are gone
+    live.fetch("orders", DAY, on_page=progress.append)  # a resumable window that finishes
+    assert files_under(staging, "*") == []
+
+
+def test_window_files_record_their_plan(live: Live) -> None:
+    result = live.fetch("orders", DAY)
+    storage = Storage.parse(str(live.out))
+    relative = window_file_name(live.resolve("orders"), DAY, None)
+    assert storage.plan_hash_at(relative) == result.plan_hash
+    assert storage.plan_hash_at(relative.replace(".parquet", "-none.parquet")) is None
+
+
+@pytest.mark.parametrize("kind", ["file", "proc"])
+def test_an_unwritable_destination_fails_before_any_request(live: Live, tmp_path: Path,
+                                                            kind: str) -> None:
+    if kind == "file":
+        dest = tmp_path / "a-file"
+        dest.write_text("not a folder")
+    else:
+        dest = Path("/proc/self/chartly-out")
+    with pytest.raises(PreconditionFailed) as info:
+        live.fetch("orders", DAY, dest=dest)
+    assert str(dest) in info.value.message and info.value.field == "destination"
+    assert live.sandbox.request_count() == 0
 
 
 # -- determinism --------------------------------------------------------------------------
@@ -171,4 +258,5 @@ def test_rewriting_a_window_replaces_the_file(live: Live) -> None:
     second = live.fetch("orders", DAY)
     assert first.uri == second.uri
     assert len(files_under(live.out, "*.parquet")) == 1
+    assert files_under(live.out, "*.tmp") == []
     assert content_hash(read_window_file(second.uri)) == second.content_hash

@@ -71,8 +71,9 @@ class Storage:
         if "://" not in destination or parts.scheme == "file":
             # `file://` URIs are percent-encoded (`Path.as_uri`); plain paths are taken as is.
             local = Path(unquote(parts.path) if parts.scheme == "file" else destination)
+            # Messages name the folder as given, not where its symlinks lead.
             return cls(pafs.LocalFileSystem(), str(local.resolve()), None,
-                       str(local.resolve()), field)
+                       os.path.abspath(local), field)
         # Userinfo may hold credentials: never part of a message.
         display = urlunsplit((parts.scheme, parts.hostname or "", parts.path, "", ""))
         try:
