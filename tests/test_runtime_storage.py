@@ -4,6 +4,9 @@ page, determinism of content and hash, and the resume contract the Dagster asset
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,6 +28,7 @@ from tests.fixtures_runtime import (
     Live,
     files_under,
     last_resume,
+    ref_text,
     rows_without_wall_clock,
     written_ids,
 )
@@ -180,6 +184,42 @@ def test_temp_files_of_a_killed_run_are_removed_when_the_window_is_fetched_again
     assert not any(path.exists() for path in stale) and other.exists()
     assert files_under(live.out, f".{name}.*") == []
     assert result.uri.endswith(name)
+
+
+REPO = Path(__file__).resolve().parent.parent
+#: fetches a window and SIGKILLs itself once page 2 is done, as an OOM kill would
+KILLED_RUN = """
+import os, signal, sys
+from chartly_dagster.core.catalog import ProfileCatalog
+from chartly_dagster.core.plan import build_plan
+from chartly_dagster.core.refs import parse_ref
+from chartly_dagster.core.windows import Window
+from chartly_dagster.runtime.executor import NetworkOptions, WindowTarget, fetch_window
+from tests.fixtures_profiles import sandbox_secrets
+
+profiles, ref, out = sys.argv[1:4]
+resolved = ProfileCatalog.load(profiles).resolve(parse_ref(ref))
+window = Window.parse("2026-02-01T00:00:00Z", "2026-02-02T00:00:00Z")
+
+def die(event):
+    if getattr(event, "page", 0) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+fetch_window(resolved, window, build_plan(resolved, window), target=WindowTarget.at(out),
+             network=NetworkOptions("dev", sandbox_secrets()), on_progress=die)
+"""
+
+
+def test_a_sigkilled_runs_temp_file_is_removed_by_the_next_fetch(live: Live) -> None:
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_RUN, str(live.profiles_dir), ref_text("tickets"),
+         str(live.out)], cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    left = files_under(live.out, ".*.tmp")
+    assert len(left) == 1 and files_under(live.out, "*.parquet") == []
+    result = live.fetch("tickets", DAY)
+    assert files_under(live.out, ".*.tmp") == []
+    assert written_ids(result) == live.truth_ids("tickets", DAY)
 
 
 def test_staging_of_finished_windows_is_removed(live: Live) -> None:
