@@ -11,13 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from chartly_dagster.core.errors import PreconditionFailed, UpstreamUnavailable
-from chartly_dagster.core.plan import Limits
+from chartly_dagster.core.errors import PreconditionFailed, UpstreamUnavailable, UsageError
+from chartly_dagster.core.plan import Limits, build_plan
 from chartly_dagster.runtime.envelope_arrow import content_hash
 from chartly_dagster.runtime.executor import (
+    NetworkOptions,
     PageProgress,
     ResumeReport,
     RunEvent,
+    WindowTarget,
+    fetch_window,
     window_file_name,
 )
 from chartly_dagster.runtime.storage import Storage, read_window_file
@@ -300,3 +303,30 @@ def test_rewriting_a_window_replaces_the_file(live: Live) -> None:
     assert len(files_under(live.out, "*.parquet")) == 1
     assert files_under(live.out, "*.tmp") == []
     assert content_hash(read_window_file(second.uri)) == second.content_hash
+
+
+# -- destinations -------------------------------------------------------------------------
+
+def test_a_destination_is_parsed_once_into_paths_and_uris(tmp_path: Path) -> None:
+    local = Storage.parse(str(tmp_path / "out"))
+    assert local.is_local and local.root == str((tmp_path / "out").resolve())
+    uri = local.uri_of(local.path_of("t/p/c/x y.parquet"))
+    assert uri == (tmp_path / "out" / "t/p/c/x y.parquet").resolve().as_uri()
+    assert Storage.parse(uri).root == str((tmp_path / "out" / "t/p/c/x y.parquet").resolve())
+    assert local.staging_root() == Path(local.root) / ".staging"
+    remote = Storage.parse("memory://user:hunter22@bucket/prefix")
+    assert not remote.is_local and "hunter22" not in remote.display
+    assert remote.uri_of(remote.path_of("a.parquet")).startswith("memory://")
+
+
+def test_an_unsupported_destination_is_a_usage_error_naming_the_setting() -> None:
+    with pytest.raises(UsageError) as info:
+        Storage.parse("nosuchfs://bucket/x", field="--output")
+    assert info.value.field == "--output" and "'nosuchfs://bucket/x'" in info.value.message
+
+
+def test_a_plan_of_another_profile_is_refused(live: Live) -> None:
+    with pytest.raises(ValueError, match="another resolved profile"):
+        fetch_window(live.resolve("tickets"), DAY, build_plan(live.resolve("orders"), DAY),
+                     target=WindowTarget.at(str(live.out)), network=NetworkOptions("dev"))
+    assert live.sandbox.request_count() == 0
