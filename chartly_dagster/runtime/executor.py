@@ -234,7 +234,7 @@ class _WindowRun:
         self.clock = clock
         self.builder = EnvelopeBuilder(resolved, window)
         self.ids = IdSet()
-        self.pages = self.records = self.bytes = self.requests = self.dropped = 0
+        self.pages = self.records = self.bytes = self.dropped = 0
         self.duplicates = 0
         self.sequence = 0
         self.findings: list[dict[str, Any]] = []
