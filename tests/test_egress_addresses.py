@@ -18,11 +18,12 @@ from pathlib import Path
 import pytest
 
 from chartly_dagster.core.errors import ChartlyError, ExitCode
+from chartly_dagster.core.plan import build_plan
 from chartly_dagster.core.profile import ConnectorProfile
 from chartly_dagster.core.windows import Window
 from chartly_dagster.runtime.egress import EnvPolicy
 from chartly_dagster.runtime.errors import EgressRefused, Reason
-from chartly_dagster.runtime.executor import fetch_window
+from chartly_dagster.runtime.executor import NetworkOptions, Seams, WindowTarget, fetch_window
 from chartly_dagster.runtime.http import build_client
 from tests.egress_support import API_HOST, FakeResolver, make_profile, record_connects, reply, serve
 from tests.fixtures_runtime import RecordingSleep
@@ -42,8 +43,11 @@ def test_a_canonical_ip_literal_inside_the_allowed_cidrs_is_fetched_without_dns(
         base = f"http://127.0.0.1:{srv.port}"
         resolved = make_profile(base, cidrs=["127.0.0.0/8"])
         resolver = FakeResolver({})
-        result = fetch_window(resolved, DAY, env="dev", destination=str(tmp_path),
-                              resolver=resolver, sleep=RecordingSleep(), rng=random.Random(0))
+        result = fetch_window(resolved, DAY, build_plan(resolved, DAY),
+                              target=WindowTarget.at(str(tmp_path)),
+                              network=NetworkOptions("dev"),
+                              seams=Seams(resolver=resolver, sleep=RecordingSleep(),
+                                          rng=random.Random(0)))
     assert result.records == 2 and result.outcome == "complete"
     assert resolver.calls == []  # an address is not looked up
     assert srv.requests[0]["headers"]["Host"] == f"127.0.0.1:{srv.port}"

@@ -22,7 +22,7 @@ from chartly_dagster.runtime.envelope import (
     validate_envelope_stream,
     validate_envelopes,
 )
-from chartly_dagster.runtime.parquet import read_window_file
+from chartly_dagster.runtime.storage import read_window_file
 from tests.fixtures_runtime import DAY, PROFILES, Live
 
 pytestmark = pytest.mark.usefixtures("fresh_rate_buckets")

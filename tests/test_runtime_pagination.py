@@ -15,7 +15,7 @@ import pytest
 from chartly_dagster.core.errors import ExitCode, PaginationViolation
 from chartly_dagster.core.plan import build_plan
 from chartly_dagster.runtime.paginate import PageInfo, PageRequest, Paginator
-from chartly_dagster.runtime.parquet import read_window_file
+from chartly_dagster.runtime.storage import read_window_file
 from chartly_dagster.sandbox import Fault
 from tests.fixtures_profiles import sandbox_config
 from tests.fixtures_runtime import DAY, PROFILES, SPLIT, Live, gap_window, live_sandbox, written_ids

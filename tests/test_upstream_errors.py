@@ -22,6 +22,7 @@ import yaml
 
 from chartly_dagster.cli.main import main
 from chartly_dagster.core.errors import ChartlyError, ExitCode, InvalidArgument
+from chartly_dagster.core.plan import build_plan
 from chartly_dagster.core.windows import Window
 from chartly_dagster.runtime.doctor import run_doctor
 from chartly_dagster.runtime.envelope.builder import MAX_RECORD_DEPTH
@@ -32,7 +33,7 @@ from chartly_dagster.runtime.errors import (
     Reason,
     UnsupportedRecord,
 )
-from chartly_dagster.runtime.executor import fetch_window
+from chartly_dagster.runtime.executor import NetworkOptions, Seams, WindowTarget, fetch_window
 from chartly_dagster.runtime.http import EXCERPT_CHARS, build_client
 from chartly_dagster.runtime.secrets import MappingSecretProvider, SecretResolver
 from tests.egress_support import API_HOST, FakeResolver, make_profile, reply, serve
@@ -75,9 +76,11 @@ def _fetch(route, tmp_path: Path, *, auth: dict[str, Any] | None = None,
         resolved = make_profile(base, cidrs=LOOPBACK, auth=auth)
         try:
             outcome: Any = fetch_window(
-                resolved, DAY, env="dev", destination=str(tmp_path / "out"), secrets=secrets,
-                resolver=FakeResolver({API_HOST: ["127.0.0.1"]}), sleep=RecordingSleep(),
-                rng=random.Random(0))
+                resolved, DAY, build_plan(resolved, DAY),
+                target=WindowTarget.at(str(tmp_path / "out")),
+                network=NetworkOptions("dev", secrets),
+                seams=Seams(resolver=FakeResolver({API_HOST: ["127.0.0.1"]}),
+                            sleep=RecordingSleep(), rng=random.Random(0)))
         except ChartlyError as exc:
             outcome = exc
     return outcome, srv.requests

@@ -74,6 +74,10 @@ def add_parser(tools: argparse._SubParsersAction) -> None:
                              help="where run writes Parquet (default: ./data)")
             cmd.add_argument("--secrets-dir", metavar="PATH",
                              help="mounted secrets folder (<dir>/<name>/<key>)")
+        if name == "run":
+            cmd.add_argument("--overwrite", action="store_true",
+                             help="replace a window file that another plan wrote (refused "
+                                  "otherwise, exit 3)")
 
 
 def resolve_invocation(args: argparse.Namespace, mode: str) -> tuple[Invocation,

@@ -13,7 +13,7 @@ from typing import Any
 
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 
-from ..runtime.executor import ResumeState
+from ..runtime.executor import Checkpoint
 from . import metadata as md
 
 
@@ -40,12 +40,14 @@ def last_materialization(instance: DagsterInstance, key: AssetKey,
     return PartitionRecord(records[0].storage_id, _plain(dict(event.metadata) if event else {}))
 
 
-def resume_state(instance: DagsterInstance, key: AssetKey, partition: str, *,
-                 plan_hash: str, after_storage_id: int | None) -> ResumeState | None:
-    """Progress of an unfinished window of the same plan, logged after the last success.
+def resume_checkpoint(instance: DagsterInstance, key: AssetKey, partition: str, *,
+                      plan_hash: str, after_storage_id: int | None) -> Checkpoint | None:
+    """The last page checkpoint of an unfinished window of the same plan, logged after the
+    last success.
 
     Observations of another plan (the profile changed in between) are ignored: resuming
-    someone else's cursor would mix two plans in one file.
+    someone else's cursor would mix two plans in one file. So is a checkpoint this version
+    cannot read (written by an older one): the window then starts over.
     """
     records = instance.fetch_observations(
         AssetRecordsFilter(asset_key=key, asset_partitions=[partition],
@@ -55,4 +57,7 @@ def resume_state(instance: DagsterInstance, key: AssetKey, partition: str, *,
     meta = _plain(dict(records[0].asset_observation.metadata))
     if meta.get(md.OBSERVATION_KIND) != md.PAGE_OBSERVATION or meta.get(md.PLAN_HASH) != plan_hash:
         return None
-    return ResumeState.from_dict(meta[md.RESUME_STATE])
+    try:
+        return Checkpoint.from_contract(meta[md.CHECKPOINT])
+    except (KeyError, TypeError, ValueError):
+        return None

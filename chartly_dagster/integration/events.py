@@ -29,10 +29,18 @@ from ..core.errors import ChartlyError
 from ..core.plan import build_plan
 from ..core.refs import format_ref
 from ..runtime.egress import EnvPolicy
-from ..runtime.executor import PageProgress, WindowResult, fetch_window
+from ..runtime.executor import (
+    NetworkOptions,
+    PageProgress,
+    RunEvent,
+    WindowResult,
+    WindowTarget,
+    fetch_window,
+)
 from ..runtime.secrets import SecretResolver
+from ..runtime.storage import Storage
 from . import metadata as md
-from .checkpoints import last_materialization, resume_state
+from .checkpoints import last_materialization, resume_checkpoint
 from .partitions import previous_partition_key, window_for_partition
 
 
@@ -46,7 +54,7 @@ def partition_metadata(result: WindowResult, *, env: str,
                        previous_watermark: str | None) -> dict[str, Any]:
     """Everything a partition's materialization records, checks and resumes read it back."""
     return {
-        md.CHECKPOINT: MetadataValue.json(result.checkpoint),
+        md.CHECKPOINT: MetadataValue.json(result.checkpoint.to_contract()),
         md.PROFILE_REF: result.ref,
         md.RESOLVED_HASH: result.resolved_hash,
         md.PLAN_HASH: result.plan_hash,
@@ -74,18 +82,24 @@ def partition_metadata(result: WindowResult, *, env: str,
     }
 
 
-def _page_observer(context: AssetExecutionContext, key: AssetKey, partition: str,
-                   plan_hash: str) -> Callable[[PageProgress], None]:
-    """Log each staged page at once (not when the step ends): it must outlive a crash."""
-    def observe(progress: PageProgress) -> None:
+def _progress_observer(context: AssetExecutionContext, key: AssetKey, partition: str,
+                       plan_hash: str) -> Callable[[RunEvent], None]:
+    """Log each staged page at once (not when the step ends): it must outlive a crash.
+
+    How a resume started (or that staging was lost) goes to the run's event log.
+    """
+    def observe(event: RunEvent) -> None:
+        if not isinstance(event, PageProgress):
+            log = context.log.warning if event.staging_lost else context.log.info
+            log(f"{partition}: {event.message}")
+            return
         context.log_event(AssetObservation(asset_key=key, partition=partition, metadata={
             md.OBSERVATION_KIND: md.PAGE_OBSERVATION,
-            md.PAGE: progress.page,
-            md.RECORDS: progress.records,
-            md.BYTES: progress.bytes,
+            md.PAGE: event.page,
+            md.RECORDS: event.records,
+            md.BYTES: event.bytes,
             md.PLAN_HASH: plan_hash,
-            md.CHECKPOINT: MetadataValue.json(progress.checkpoint),
-            md.RESUME_STATE: MetadataValue.json(progress.resume.to_dict()),
+            md.CHECKPOINT: MetadataValue.json(event.checkpoint.to_contract()),
         }))
     return observe
 
@@ -113,25 +127,25 @@ def connector_event_iterator(context: AssetExecutionContext, *, resolved: Resolv
     does not mistake that window's last page observation for a resume point.
     """
     instance = context.instance
+    storage = Storage.parse(destination)
+    network = NetworkOptions(env, secrets, env_policy)
     # Windows finished earlier in this run are not materialized until the step ends.
     watermarks: dict[str, str | None] = {}
     for partition in context.partition_keys:
         window = window_for_partition(partitions_def, partition)
-        plan_hash = build_plan(resolved, window).plan_hash
+        plan = build_plan(resolved, window)
         previous = last_materialization(instance, key, partition)
         previous_watermark = _previous_watermark(instance, key, partitions_def, partition,
                                                  watermarks)
-        resume = resume_state(instance, key, partition, plan_hash=plan_hash,
-                              after_storage_id=previous.storage_id if previous else None)
-        if resume is not None:
-            context.log.info(f"{partition}: resuming after page {resume.pages_done} "
-                             f"({resume.records_done} records staged)")
+        resume = resume_checkpoint(instance, key, partition, plan_hash=plan.plan_hash,
+                                   after_storage_id=previous.storage_id if previous else None)
         try:
             result = fetch_window(
-                resolved, window, env=env, destination=destination, secrets=secrets,
-                resume=resume, partition=partition, env_policy=env_policy,
-                staging_dir=staging_dir,
-                on_page=_page_observer(context, key, partition, plan_hash))
+                resolved, window, plan,
+                target=WindowTarget(storage, partition, resumable=True,
+                                    staging_root=staging_dir),
+                network=network, resume=resume,
+                on_progress=_progress_observer(context, key, partition, plan.plan_hash))
         except ChartlyError as exc:
             raise Failure(
                 description=f"{format_ref(resolved.ref)} partition {partition}: {exc.message}",

@@ -37,7 +37,6 @@ DURATION_SECONDS = f"{PREFIX}duration_seconds"
 # Observation keys: what a page observation carries so a re-executed run can resume.
 OBSERVATION_KIND = f"{PREFIX}observation"
 PAGE_OBSERVATION = "page"
-RESUME_STATE = f"{PREFIX}resume"
 PAGE = f"{PREFIX}page"
 
 # Dagster's own keys, so the UI shows row counts and column schemas natively.

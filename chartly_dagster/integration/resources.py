@@ -11,12 +11,11 @@ from collections.abc import Iterator, Mapping
 from enum import Enum
 from types import MappingProxyType
 
-import fsspec
 import pyarrow as pa
-import pyarrow.parquet as pq
 from dagster import ConfigurableResource, DagsterInstance
 from pydantic import Field
 
+from ..runtime import storage
 from ..runtime.egress import EnvPolicy
 from ..runtime.secrets import (
     EnvSecretProvider,
@@ -54,21 +53,15 @@ class ChartlyStorageResource(ConfigurableResource):
 
     def iter_batches(self, uri: str, batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
         """Stream one written partition, so checks never hold a whole window in memory."""
-        filesystem, path = fsspec.core.url_to_fs(uri)
-        with filesystem.open(path, "rb") as handle:
-            yield from pq.ParquetFile(handle).iter_batches(batch_size=batch_size)
+        return storage.iter_window_batches(uri, batch_size)
 
     def read_table(self, uri: str) -> pa.Table:
         """Read one written partition back, whatever filesystem its URI names."""
-        filesystem, path = fsspec.core.url_to_fs(uri)
-        return pq.read_table(path, filesystem=filesystem)
+        return storage.read_window_file(uri)
 
     def write_table(self, table: pa.Table, uri: str) -> None:
         """Write a derived table (connector partitions are written by the runtime)."""
-        filesystem, path = fsspec.core.url_to_fs(uri)
-        filesystem.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-        with filesystem.open(path, "wb") as handle:
-            pq.write_table(table, handle)
+        storage.write_table(table, uri)
 
 
 class ChartlySecretsResource(ConfigurableResource):

@@ -37,7 +37,7 @@ from .errors import (
     TransportFailure,
     UpstreamTimeout,
 )
-from .redact import Redactor
+from .redact import Redactor, install_log_redaction
 from .secrets import ResolvedAuth, SecretResolver
 
 __all__ = ["GuardedClient", "GuardedResponse", "build_client"]
@@ -322,6 +322,11 @@ def build_client(resolved: ResolvedProfile, *, env: str, secrets: SecretResolver
                              "resolver was configured", field="secretRef")
     else:
         auth = secrets.resolve_auth(spec.auth)
+    if secrets is not None:
+        # The one place log redaction is installed: every client's callers (CLI, Dagster,
+        # scripts) get scrubbed logs, since httpx logs each request URL (and an apiKeyQuery
+        # credential with it) at INFO.
+        install_log_redaction(secrets.redactor)
     redactor = secrets.redactor if secrets is not None else Redactor()
     transport = _GuardedTransport(GuardedNetworkBackend(guard, resolver), context)
     default_headers = {"User-Agent": USER_AGENT, "Accept-Encoding": ACCEPT_ENCODING,
