@@ -307,7 +307,7 @@ def _start(resolved: ResolvedProfile, plan: Plan, staging: PageStaging, run: _Wi
            resume: ResumeState | None, writer: WindowFileWriter) -> Paginator:
     """A fresh paginator, or one restored after the last checkpointed page."""
     auth = resolved.spec.auth
-    drop = frozenset({auth.query_param} if auth.query_param else ())
+    drop = frozenset(filter(None, [auth.credential_param()]))
     if resume is None or len(staging.pages()) < resume.pages_done:
         if resume is not None:
             log.warning("cannot resume after page %d: only %d pages are staged; starting over",
