@@ -16,6 +16,7 @@ from .profile import ConnectorSpec, LimitsSpec
 from .refs import format_ref
 from .windows import Window, count_slices, window_params
 
+
 @dataclass(frozen=True)
 class Limits:
     """Caps requested on the command line or by a caller; None means "the profile's cap"."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -30,9 +30,6 @@ from pydantic_core import PydanticCustomError
 
 from .hostnames import HostnameError, normalize_allowlist_pattern, normalize_hostname
 from .refs import SEGMENT, is_valid_name, is_valid_segment, is_valid_version
-
-if TYPE_CHECKING:
-    from .windows import Window
 
 API_VERSION = "chartly.io/v1alpha1"
 Env = Literal["dev", "staging", "prod"]
