@@ -399,7 +399,9 @@ class WindowSpec(StrictModel):
     end_param: str | None = None
     format: WindowFormat = "rfc3339"
     end_inclusive: bool = Field(False, description=(
-        "The upstream treats the end bound as inclusive: send end minus one unit."))
+        "The upstream treats the end bound as inclusive. A date end is then the last day "
+        "of the window; an instant end is sent as is (end minus one unit would lose the "
+        "instants between) and records at the end are dropped."))
 
     @model_validator(mode="after")
     def _names(self) -> WindowSpec:
