@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import orjson
 import pyarrow as pa
@@ -42,7 +43,7 @@ from .envelope_arrow import (
     validate_envelopes,
 )
 from .http import EnvPolicy, GuardedClient, build_client
-from .paginate import PageInfo, PageRequest, Paginator, field_value
+from .paginate import STOPPED_ON_FINDING, PageInfo, PageRequest, Paginator, read_records
 from .parquet import PageStaging, WindowFileWriter
 from .ratelimit import bucket_for
 from .redact import install_log_redaction
@@ -103,6 +104,9 @@ class WindowResult:
     plan_hash: str
     window: Window
     outcome: str
+    #: how the window ended: one of paginate.EXPLICIT_ENDS, a cap (`cap:maxPages`, ...) or
+    #: `stopped_on_finding`
+    ended_by: str
     records: int
     pages: int
     bytes: int
@@ -123,7 +127,8 @@ class WindowResult:
     def results_section(self) -> dict[str, Any]:
         """The `results` section of the output contract (no wall-clock timestamps)."""
         checkpoint = {k: v for k, v in self.checkpoint.items() if k != "updated_at"}
-        return {"outcome": self.outcome, "records": self.records, "pages": self.pages,
+        return {"outcome": self.outcome, "ended_by": self.ended_by,
+                "records": self.records, "pages": self.pages,
                 "bytes": self.bytes, "requests": self.requests, "retries": self.retries,
                 "dropped_out_of_window": self.dropped_out_of_window,
                 "duplicates": self.duplicates, "content_hash": self.content_hash,
@@ -203,17 +208,8 @@ class _Window:
                            self.dropped, self.bytes)
 
 
-def _records_of(body: Any, path: str) -> list[Any]:
-    records = body if not path else field_value(body, path)
-    if not isinstance(records, list):
-        where = f"field {path!r}" if path else "the body"
-        raise InvalidArgument(f"{where} of the response is not a JSON array of records",
-                              field="records.path")
-    return records
-
-
 def _fetch_page(client: GuardedClient, request: PageRequest, clock: Clock,
-                counter: list[int]) -> tuple[Any, str | None, str, int]:
+                counter: list[int]) -> tuple[Any, httpx.Headers, str, int]:
     counter[0] += 1
     response = client.get(request.url, request.params or None)
     error = classify_status(response.status_code, response.headers, response.url, clock())
@@ -225,7 +221,7 @@ def _fetch_page(client: GuardedClient, request: PageRequest, clock: Clock,
         # Truncated or garbled bodies are usually a cut connection: retry the page.
         raise UpstreamUnavailable(f"response from {response.url} is not valid JSON "
                                   f"({len(response.content)} bytes)") from None
-    return body, response.headers.get("link"), response.url, len(response.content)
+    return body, response.headers, response.url, len(response.content)
 
 
 def fetch_window(resolved: ResolvedProfile, window: Window, *, env: str, destination: str,
@@ -295,7 +291,8 @@ def fetch_window(resolved: ResolvedProfile, window: Window, *, env: str, destina
           partition=partition)
     return WindowResult(
         ref=ref_text, resolved_hash=resolved.hash, plan_hash=plan.plan_hash, window=window,
-        outcome=run.outcome, records=run.records, pages=run.pages, bytes=run.bytes,
+        outcome=run.outcome, ended_by=paginator.ended_by or "", records=run.records,
+        pages=run.pages, bytes=run.bytes,
         requests=counter[0], retries=budget.used, dropped_out_of_window=run.dropped,
         duplicates=run.duplicates, findings=sorted(run.findings, key=lambda f: f["code"]),
         content_hash=content_hash, checkpoint=checkpoint, uri=uri, file_bytes=file_bytes,
@@ -338,21 +335,22 @@ def _drive(client: GuardedClient, paginator: Paginator, staging: PageStaging, ru
         cap = _cap_reached(run, limits)
         if cap:
             run.outcome = "capped"
-            run.findings.append({"code": "cap_reached", "message": cap})
+            run.findings.append({"code": "cap_reached", "message": cap[1]})
+            paginator.stop(cap[0])
             return
 
-        def attempt(request: PageRequest = request) -> tuple[Any, str | None, str, int]:
+        def attempt(request: PageRequest = request) -> tuple[Any, httpx.Headers, str, int]:
             bucket.acquire(max_wait=max_wait, sleep=sleep)
             return _fetch_page(client, request, run.clock, counter)
 
         try:
-            body, link, final_url, size = retry.call(attempt)
+            body, headers, final_url, size = retry.call(attempt)
         except UpstreamUnavailable as exc:
             if "not valid JSON" in exc.message:
                 raise InvalidArgument(exc.message) from exc
             raise
-        records = _records_of(body, spec.records.path)
-        page = PageInfo(request, body, link, final_url, len(records))
+        records = read_records(body, spec, client.redactor.scrub)
+        page = PageInfo(request, body, headers, final_url, records)
         stop_after = False
         try:
             paginator.advance(page)
@@ -360,13 +358,13 @@ def _drive(client: GuardedClient, paginator: Paginator, staging: PageStaging, ru
             if spec.pagination.on_violation == "error":
                 raise
             run.findings.append({"code": exc.code, "message": exc.message})
-            paginator.state["next"] = None
+            paginator.stop(STOPPED_ON_FINDING)
             run.outcome = "stopped_on_finding"
             stop_after = True
         room = limits["max_records"] - run.records
         if len(records) > room:
             records = records[:room]
-            paginator.state["next"] = None
+            paginator.stop("cap:maxRecords")
             run.outcome = "capped"
             run.findings.append({"code": "cap_reached",
                                  "message": f"max_records {limits['max_records']} reached"})
@@ -392,13 +390,13 @@ def _drive(client: GuardedClient, paginator: Paginator, staging: PageStaging, ru
             return
 
 
-def _cap_reached(run: _Window, limits: dict[str, int]) -> str | None:
-    if run.pages >= limits["max_pages"]:
-        return f"max_pages {limits['max_pages']} reached with more pages to fetch"
-    if run.records >= limits["max_records"]:
-        return f"max_records {limits['max_records']} reached with more pages to fetch"
-    if run.bytes >= limits["max_bytes"]:
-        return f"max_bytes {limits['max_bytes']} reached with more pages to fetch"
+def _cap_reached(run: _Window, limits: dict[str, int]) -> tuple[str, str] | None:
+    """(ended_by, message) of the first cap the window has reached, if any."""
+    for name, done, key in (("max_pages", run.pages, "cap:maxPages"),
+                            ("max_records", run.records, "cap:maxRecords"),
+                            ("max_bytes", run.bytes, "cap:maxBytes")):
+        if done >= limits[name]:
+            return key, f"{name} {limits[name]} reached with more pages to fetch"
     return None
 
 
