@@ -174,7 +174,7 @@ WALKS: dict[str, Walk] = {
     "/v1/readings": _walk_cursor("/v1/readings", lambda b: b["data"]["items"], "next_cursor",
                                  _inclusive_ms),
     "/v1/exports": _walk_cursor("/v1/exports", lambda b: b["data"]["items"], "next_cursor",
-                                _since_until),
+                                lambda s, e: {**_since_until(s, e), "format": "objects"}),
 }
 
 

@@ -222,12 +222,18 @@ EXPORTS_MAX_LIMIT = 500
 
 def exports(req: PageRequest) -> Reply:
     """`/v1/exports`: cursor pages whose body has an `error` field, set (on HTTP 200) when
-    `limit` is above 500."""
-    limit = _int(req.query, "limit", default=100, low=1, high=10_000)
+    `limit` is above 500; records are rows (JSON arrays of the values) unless
+    `format=objects`."""
+    q = req.query
+    limit = _int(q, "limit", default=100, low=1, high=10_000)
+    if q.get("format", "rows") not in ("rows", "objects"):
+        raise BadRequest("parameter 'format' must be 'rows' or 'objects'")
     if limit > EXPORTS_MAX_LIMIT:
         message = orjson.dumps(f"limit must be <= {EXPORTS_MAX_LIMIT}")
         return Reply(200, b'{"error":%s,"data":{"items":[]},"next_cursor":null}' % message)
     items, cursor = _cursor_page(req, limit, lambda: _since_until(req))
+    if q.get("format", "rows") == "rows":
+        items = orjson.dumps([list(r.values()) for r in orjson.loads(b"[%s]" % items)])[1:-1]
     return Reply(200, b'{"error":null,"data":{"items":[%s]},"next_cursor":%s}'
                  % (items, cursor))
 
