@@ -294,7 +294,8 @@ def metrics(req: PageRequest) -> Reply:
 
 
 def tickets(req: PageRequest) -> Reply:
-    """`/v1/tickets`: top-level array, next page in an RFC 8288 `Link: <...>; rel="next"`."""
+    """`/v1/tickets`: top-level array, next page in an RFC 8288 `Link: <...>; rel="next"`;
+    the last page links only its first page (`rel="first"`), the explicit end."""
     q = req.query
     size = _int(q, "per_page", default=100, low=1, high=1_000)
     after, before = q.get("updated_after"), q.get("updated_before")
@@ -303,15 +304,16 @@ def tickets(req: PageRequest) -> Reply:
                  ("updated_after", "updated_before"))))
     stop = min(position + size, end) if position < end else position
     items = _items(req, position, stop, first)
-    headers = []
+    params: dict[str, str | int] = {k: v for k, v in (("updated_after", after),
+                                                       ("updated_before", before))
+                                    if v is not None}
+    params["per_page"] = size
     if stop < end or _stuck(req):
-        params: dict[str, str | int] = {k: v for k, v in (("updated_after", after),
-                                                           ("updated_before", before))
-                                        if v is not None}
-        params["per_page"] = size
         params["page_token"] = encode_token(req.path, position if _stuck(req) else stop, end)
-        headers.append(("Link", f'<{_next_url(req, params)}>; rel="next"'))
-    return Reply(200, b"[%s]" % items, headers)
+        link = f'<{_next_url(req, params)}>; rel="next"'
+    else:
+        link = f'<{_next_url(req, params)}>; rel="first"'
+    return Reply(200, b"[%s]" % items, [("Link", link)])
 
 
 def tickets_v2(req: PageRequest) -> Reply:
