@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from datetime import datetime
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -204,6 +204,7 @@ def _mode_union(*modes: type[BaseModel], default_mode: str | None = None) -> Wra
     mode is reported at `mode`, and a key of another mode says which mode refused it.
     """
     keys = {field.alias or name for mode in modes for name, field in mode.model_fields.items()}
+    tags = ", ".join(get_args(mode.model_fields["mode"].annotation)[0] for mode in modes)
 
     def validate(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
         if default_mode is not None and isinstance(value, dict) and "mode" not in value:
@@ -216,9 +217,8 @@ def _mode_union(*modes: type[BaseModel], default_mode: str | None = None) -> Wra
             for err in exc.errors():
                 loc = tuple(err["loc"])
                 if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
-                    expected = err.get("ctx", {}).get("expected_tags", "")
                     errors.append({"type": PydanticCustomError(
-                        "invalid_mode", "mode must be one of " + expected.replace("'", "")),
+                        "invalid_mode", f"mode must be one of {tags}"),
                         "loc": ("mode",), "input": mode})
                     continue
                 loc = loc[1:]
