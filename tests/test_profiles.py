@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from chartly_dagster.core.catalog import LoadIssue, ProfileCatalog, read_yaml
 from chartly_dagster.core.profile import ConnectorProfile, profile_json_schema
 from chartly_dagster.core.refs import parse_ref
-from tests.offline_helpers import PROFILES, REF, base_doc, write_profile
+from tests.offline_helpers import PROFILES, REF, base_doc, plan_args, run_cli, write_profile
 
 Mutation = Callable[[dict[str, Any]], Any]
 
@@ -392,3 +392,20 @@ def test_schema_rejects_a_bad_enum(validator: Any) -> None:
     doc["spec"]["pagination"]["mode"] = "bogus"
     assert list(validator.iter_errors(doc))
     assert not list(validator.iter_errors(base_doc()))
+
+
+@pytest.mark.parametrize(("section", "key", "value"), [
+    ("pagination", "pageSize", True), ("pagination", "pageSize", "500"),
+    ("transport", "timeoutMs", False)])
+def test_a_bool_or_text_is_not_an_int_through_the_cli(tmp_path: Path, capsys: Any,
+                                                      section: str, key: str,
+                                                      value: Any) -> None:
+    doc = base_doc()
+    doc["spec"][section][key] = value
+    write_profile(tmp_path, doc)
+    code, out, _ = run_cli(capsys, *plan_args(REF, tenant="tenant-test", project="proj-test",
+                                              profiles=tmp_path))
+    assert code == 4
+    error = json.loads(out)["error"]
+    assert error["errors"][0]["field"] == f"spec.{section}.{key}"
+    assert "valid integer" in error["errors"][0]["message"]
