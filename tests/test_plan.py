@@ -174,7 +174,7 @@ def test_offset_page_link_and_next_url_plans(catalog: ProfileCatalog) -> None:
     feed = build_plan(_resolve(catalog, "sales-feed"), DAY)
     assert feed.body["continuation"] == {
         "source": "body_next_url", "on_violation": "error", "response_field": "links.next",
-        "stop": "next URL field absent, null or empty"}
+        "stop": "next URL field null or empty (absent: profile error)"}
 
 
 def test_time_window_plan_has_one_step_per_slice(catalog: ProfileCatalog) -> None:

@@ -548,10 +548,10 @@ class CursorPagination(_TotalsMode):
     def continuation_rule(self) -> dict[str, Any]:
         if self.response_field:
             rule = {"request_param": self.request_param, "response_field": self.response_field,
-                    "stop": "cursor field absent, null or empty"}
+                    "stop": "cursor field null or empty (absent: profile error)"}
         else:
             rule = {"response_field": self.next_url_field,
-                    "stop": "next URL field absent, null or empty"}
+                    "stop": "next URL field null or empty (absent: profile error)"}
         return {**rule, **({"total_field": self.total_field} if self.total_field else {}),
                 **self._total_rule()}
 
@@ -606,7 +606,7 @@ class PagePagination(_TotalsMode):
     def continuation_rule(self) -> dict[str, Any]:
         return {"page_param": self.page_param, "first_page": self.first_page,
                 "total_field": self.total_field,
-                "stop": "short or empty page, or page > total", **self._total_rule()}
+                "stop": "short or empty page, or records >= total", **self._total_rule()}
 
 
 class TimeWindowPagination(_PagedMode):
