@@ -192,3 +192,22 @@ class PaginationViolation(ValidationFailed):
     """A pagination invariant broke: repeated cursor, page past the total, duplicate id."""
 
     code = "pagination_violation"
+
+
+class IncompleteWindow(PaginationViolation):
+    """The records fetched differ from the total the upstream declared for the window."""
+
+    code = "incomplete_window"
+
+
+class PossiblyTruncated(PaginationViolation):
+    """A window stopped on a full page without an explicit end: records may be missing."""
+
+    code = "possibly_truncated"
+
+
+class ProfileMismatch(ValidationFailed):
+    """The profile does not describe what the upstream returns (a continuation field it never
+    sends, records that are not objects): a profile fix, never retried, never a finding."""
+
+    code = "profile_mismatch"

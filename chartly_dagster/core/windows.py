@@ -94,12 +94,13 @@ def format_bound(moment: datetime, fmt: WindowFormat | TimeFormat) -> str:
     return str(epoch // timedelta(milliseconds=1))
 
 
-_UNIT = {"rfc3339": timedelta(seconds=1), "epoch_s": timedelta(seconds=1),
-         "epoch_ms": timedelta(milliseconds=1), "date": timedelta(days=1)}
-
-
 def window_params(window: Window, spec: WindowSpec) -> dict[str, str]:
-    """Request params for a window; an inclusive-end upstream gets end minus one unit."""
+    """Request params for a window `[start, end)`.
+
+    An inclusive-end upstream still gets the end itself for instant formats: end minus one
+    unit would exclude every instant between the two (a record at 23:59:59.5 would be lost
+    from both neighbouring windows); what it returns at exactly the end is dropped later.
+    """
     params: dict[str, str] = {}
     if spec.start_param:
         params[spec.start_param] = format_bound(window.start, spec.format)
@@ -112,7 +113,5 @@ def window_params(window: Window, spec: WindowSpec) -> dict[str, str]:
             last = (end - timedelta(microseconds=1)).date()
             day = last if spec.end_inclusive else last + timedelta(days=1)
             end = datetime(day.year, day.month, day.day, tzinfo=UTC)
-        elif spec.end_inclusive:
-            end = end - _UNIT[spec.format]
         params[spec.end_param] = format_bound(end, spec.format)
     return params

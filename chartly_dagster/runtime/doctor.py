@@ -68,7 +68,7 @@ def run_doctor(resolved: ResolvedProfile, *, env: str, secrets: SecretResolver |
     plan = build_plan(resolved, probe_window(resolved), Limits(max_pages=1))
     step = plan.steps[0]
     auth = resolved.spec.auth
-    params = {k: v for k, v in step["params"].items() if k != auth.query_param}
+    params = {k: v for k, v in step["params"].items() if k != auth.credential_param()}
     started = time.monotonic()
     try:
         with build_client(resolved, env=env, secrets=secrets, env_policy=env_policy,

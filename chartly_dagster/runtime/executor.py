@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -42,7 +43,7 @@ from .envelope import (
     validate_envelopes,
 )
 from .http import GuardedClient, build_client
-from .paginate import PageInfo, PageRequest, Paginator, field_value
+from .paginate import STOPPED_ON_FINDING, PageInfo, PageRequest, Paginator, read_records
 from .ratelimit import bucket_for
 from .retry import RetryBudget, RetryPolicy, classify_response
 from .secrets import SecretResolver
@@ -177,6 +178,9 @@ class WindowResult:
     plan_hash: str
     window: Window
     outcome: str
+    #: how the window ended: one of paginate.EXPLICIT_ENDS, a cap (`cap:maxPages`, ...) or
+    #: `stopped_on_finding`
+    ended_by: str
     records: int
     pages: int
     bytes: int
@@ -199,7 +203,8 @@ class WindowResult:
         """The `results` section of the output contract (no wall-clock timestamps)."""
         checkpoint = {k: v for k, v in self.checkpoint.to_contract().items()
                       if k != "updated_at"}
-        return {"outcome": self.outcome, "records": self.records, "pages": self.pages,
+        return {"outcome": self.outcome, "ended_by": self.ended_by,
+                "records": self.records, "pages": self.pages,
                 "bytes": self.bytes, "requests": self.requests, "retries": self.retries,
                 "dropped_out_of_window": self.dropped_out_of_window,
                 "duplicates": self.duplicates, "content_hash": self.content_hash,
@@ -273,24 +278,15 @@ class _WindowRun:
             updated_at=format_rfc3339(self.clock().replace(microsecond=0)))
 
 
-def _records_of(body: Any, path: str) -> list[Any]:
-    records = body if not path else field_value(body, path)
-    if not isinstance(records, list):
-        where = f"field {path!r}" if path else "the body"
-        raise InvalidArgument(f"{where} of the response is not a JSON array of records",
-                              field="records.path")
-    return records
-
-
 def _fetch_page(client: GuardedClient, request: PageRequest, clock: Clock,
-                counter: list[int]) -> tuple[Any, str | None, str, int]:
+                counter: list[int]) -> tuple[Any, httpx.Headers, str, int]:
     counter[0] += 1
     response = client.get(request.url, request.params or None)
     error = classify_response(response, clock())
     if error is not None:
         raise error
     body = decode_json(response.content, response.url)
-    return body, response.headers.get("link"), response.url, len(response.content)
+    return body, response.headers, response.url, len(response.content)
 
 
 def fetch_window(resolved: ResolvedProfile, window: Window, plan: Plan, *,
@@ -359,7 +355,8 @@ def fetch_window(resolved: ResolvedProfile, window: Window, plan: Plan, *,
           partition=partition)
     return WindowResult(
         ref=ref_text, resolved_hash=resolved.hash, plan_hash=plan.plan_hash, window=window,
-        outcome=run.outcome, records=run.records, pages=run.pages, bytes=run.bytes,
+        outcome=run.outcome, ended_by=paginator.ended_by or "", records=run.records,
+        pages=run.pages, bytes=run.bytes,
         requests=counter[0], retries=budget.used, dropped_out_of_window=run.dropped,
         duplicates=run.duplicates, findings=sorted(run.findings, key=lambda f: f["code"]),
         content_hash=content_hash, checkpoint=checkpoint, uri=uri, file_bytes=file_bytes,
@@ -385,7 +382,7 @@ def _start(resolved: ResolvedProfile, plan: Plan, target: WindowTarget, staging:
     """A fresh paginator, or one restored after the checkpoint's page if its pages are
     still staged; a checkpoint whose pages are gone is reported and the window starts over."""
     auth = resolved.spec.auth
-    drop = frozenset({auth.query_param} if auth.query_param else ())
+    drop = frozenset(filter(None, [auth.credential_param()]))
     staged = len(staging.pages()) if target.resumable else 0
     if resume is None or not target.resumable or staged < resume.pages:
         if target.resumable:
@@ -426,15 +423,16 @@ def _drive(client: GuardedClient, paginator: Paginator, staging: PageStaging | N
         cap = _cap_reached(run, limits)
         if cap:
             run.cap(*cap)
+            paginator.stop(_CAP_ENDED_BY[cap[0]])
             return
 
-        def attempt(request: PageRequest = request) -> tuple[Any, str | None, str, int]:
+        def attempt(request: PageRequest = request) -> tuple[Any, httpx.Headers, str, int]:
             bucket.acquire(max_wait=max_wait, sleep=sleep)
             return _fetch_page(client, request, run.clock, counter)
 
-        body, link, final_url, size = retry.call(attempt)
-        records = _records_of(body, spec.records.path)
-        page = PageInfo(request, body, link, final_url, len(records))
+        body, headers, final_url, size = retry.call(attempt)
+        records = read_records(body, spec, client.redactor.scrub)
+        page = PageInfo(request, body, headers, final_url, records)
         stop_after = False
         try:
             paginator.advance(page)
@@ -442,13 +440,13 @@ def _drive(client: GuardedClient, paginator: Paginator, staging: PageStaging | N
             if spec.pagination.on_violation == "error":
                 raise
             run.findings.append({"code": exc.code, "message": exc.message})
-            paginator.state["next"] = None
+            paginator.stop(STOPPED_ON_FINDING)
             run.outcome = "stopped_on_finding"
             stop_after = True
         room = limits["max_records"] - run.records
         if len(records) > room:
             records = records[:room]
-            paginator.state["next"] = None
+            paginator.stop(_CAP_ENDED_BY["max_records"])
             run.cap("max_records", f"max_records {limits['max_records']} reached")
         batch, keys, dropped = run.builder.build(
             records, sequence_start=run.sequence, provenance_uri=final_url,
@@ -470,6 +468,11 @@ def _drive(client: GuardedClient, paginator: Paginator, staging: PageStaging | N
                                      run.checkpoint(paginator), staging is not None))
         if stop_after:
             return
+
+
+#: how a window stopped at each cap reads in `ended_by` (the profile's key names)
+_CAP_ENDED_BY = {"max_pages": "cap:maxPages", "max_records": "cap:maxRecords",
+                 "max_bytes": "cap:maxBytes"}
 
 
 def _cap_reached(run: _WindowRun, limits: dict[str, int]) -> tuple[str, str] | None:
