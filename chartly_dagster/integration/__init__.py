@@ -10,7 +10,7 @@ from .asset_decorator import chartly_assets
 from .assets import build_connector_asset
 from .checks import build_profile_checks
 from .components.connector_profiles.component import ConnectorProfilesComponent
-from .definitions import build_definitions, profiles_for_env
+from .definitions import build_definitions, load_profile, profiles_for_env
 from .metadata import PartitionMetadata
 from .resources import (
     ChartlyResource,
@@ -37,5 +37,6 @@ __all__ = [
     "build_definitions",
     "build_profile_checks",
     "chartly_assets",
+    "load_profile",
     "profiles_for_env",
 ]

@@ -22,7 +22,7 @@ from dagster import (
 )
 
 from ..core.catalog import ProfileCatalog, ResolvedProfile
-from ..core.refs import format_ref
+from ..core.refs import format_ref, parse_ref
 from .assets import build_connector_asset
 from .checks import build_profile_checks
 from .resources import RESOURCE_KEY, ChartlyResource
@@ -39,6 +39,14 @@ def profiles_for_env(profiles_dir: str | Path, env: str) -> list[ResolvedProfile
     catalog = ProfileCatalog.load(profiles_dir)
     catalog.raise_for_issues()
     return [r for r in catalog.resolve_all() if env in r.spec.envs]
+
+
+def load_profile(profiles_dir: str | Path, ref: str) -> ResolvedProfile:
+    """One resolved profile by ref (`tenant/project::connector/name@version#variant`), the
+    `profile=` of a hand-written `@chartly_assets`; a broken profile fails the load loudly."""
+    catalog = ProfileCatalog.load(profiles_dir)
+    catalog.raise_for_issues()
+    return catalog.resolve(parse_ref(ref))
 
 
 def _projects(assets: Sequence[tuple[ResolvedProfile, AssetsDefinition]]
