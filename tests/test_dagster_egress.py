@@ -1,4 +1,4 @@
-"""Egress timeout caps: the deployment's ChartlyEgressResource can only shorten a profile's
+"""Egress timeout caps: the deployment's EgressConfig can only shorten a profile's
 transport timeouts, and a capped request that runs long is a transient (retried) failure."""
 
 from __future__ import annotations

@@ -184,12 +184,12 @@ def test_distributed_definitions_load_with_an_object_storage_root(
     Definitions.validate_loadable(defs)
     pools = {key.to_user_string(): op.pool for asset in defs.assets or []
              for key in asset.keys for op in asset.node_def.iterate_op_defs()}
-    connectors = {k: v for k, v in pools.items() if not k.endswith("/daily_summary")}
-    assert len(connectors) == 6 and all(k == v for k, v in connectors.items()), pools
-    storage = defs.resources["chartly_storage"]
-    assert isinstance(storage.root, EnvVar)  # the UI shows the variable, not the bucket
+    assert len(pools) == 6 and all(k == v for k, v in pools.items()), pools
+    chartly = defs.resources["chartly"]
+    assert chartly.env == "prod"
+    assert isinstance(chartly.storage.root, EnvVar)  # the UI shows the variable, not the bucket
     with DagsterInstance.ephemeral() as instance:
-        live = storage.process_config_and_initialize()
-        assert live.destination(instance) == root
-        assert fsspec.core.split_protocol(live.destination(instance))[0] == "s3"
-        assert live.staging_dir(instance) == str(tmp_path / "staging")
+        live = chartly.process_config_and_initialize()
+        assert live.storage.destination(instance) == root
+        assert fsspec.core.split_protocol(live.storage.destination(instance))[0] == "s3"
+        assert live.storage.staging_dir(instance) == str(tmp_path / "staging")
