@@ -4,7 +4,8 @@
 runs; `CHARTLY_PROFILES_DIR` another profiles folder (as for `chartly-tool`). Secrets come
 from `CHARTLY_SECRET_<NAME>_<KEY>` variables or the folder named by `CHARTLY_SECRETS_DIR`
 (configured by variable name only, so the UI never shows it; unset means no folder). Each
-daily project also gets the example summary from examples/."""
+daily project also gets the example summary from examples/.
+"""
 
 import os
 from pathlib import Path
