@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check chartly_dagster tests bench definitions.py
+	$(BIN)/ruff check chartly_dagster tests bench definitions.py examples
 
 system-deps:  ## PostgreSQL server + Debian Chromium for the end-to-end tests
 	./scripts/install-system-deps.sh
