@@ -20,9 +20,8 @@ from dagster import (
     define_asset_job,
     in_process_executor,
 )
-from dagster._core.definitions.unresolved_asset_job_definition import (
-    UnresolvedAssetJobDefinition,
-)
+
+from ._compat import UnresolvedAssetJobDefinition
 
 _NOT_NAME = re.compile(r"[^A-Za-z0-9_]")
 
