@@ -22,16 +22,22 @@ GOLDEN_WINDOW = ("2026-02-01T00:00:00Z", "2026-02-02T00:00:00Z")
 
 
 def add_parser(tools: argparse._SubParsersAction) -> None:
-    group = tools.add_parser("profiles", help="inspect connector profiles")
-    commands = group.add_subparsers(dest="command", required=True, parser_class=type(group))
-    schema = commands.add_parser("schema", help="print the profile JSON Schema")
+    group = tools.add_parser("profiles", help="inspect connector profiles and golden plans",
+                             description="Inspect connector profiles and keep golden plans.")
+    group.set_defaults(usage_of=group)
+    commands = group.add_subparsers(dest="command", metavar="COMMAND",
+                                    parser_class=type(group))
+    schema = commands.add_parser(
+        "schema", help="print the profile JSON Schema (for editors and CI linters)")
     schema.set_defaults(handler=_schema)
     listing = commands.add_parser("list", help="every resolvable ref with hash and cadence")
     listing.set_defaults(handler=_list)
     show = commands.add_parser("show", help="the resolved profile (secrets only as refs)")
-    show.add_argument("ref", metavar="REF")
+    show.add_argument("ref", metavar="REF",
+                      help="profile ref TENANT/PROJECT::connector/NAME@VERSION[#VARIANT]")
     show.set_defaults(handler=_show)
-    golden = commands.add_parser("golden", help="check (or --write) every golden plan file")
+    golden = commands.add_parser("golden", help="check (or --write) every golden plan file; "
+                                                "exit 4 when one is stale")
     golden.add_argument("--write", action="store_true", help="rewrite the golden files")
     golden.set_defaults(handler=_golden)
     for cmd in (schema, listing, show, golden):

@@ -14,6 +14,10 @@ from .errors import UsageError
 from .profile import TimeFormat, WindowFormat, WindowSpec
 
 MAX_WINDOW = timedelta(days=366)
+# Window bounds an upstream can take and our arithmetic can step past (a day, a slice)
+# without leaving the range of `datetime`.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 12, 1, tzinfo=UTC)
 # RFC3339 `date-time` (offset optional here only so a naive value gets its own message);
 # `datetime.fromisoformat` alone also takes ISO week dates, basic format and `T00Z`.
 _RFC3339_RE = re.compile(
@@ -32,7 +36,14 @@ def parse_rfc3339(text: str, *, field: str) -> datetime:
         raise UsageError(f"{field} {text!r} is not an RFC3339 timestamp", field=field) from None
     if moment.tzinfo is None:
         raise UsageError(f"{field} {text!r} has no UTC offset; add 'Z' or '+00:00'", field=field)
-    return moment.astimezone(UTC)
+    try:
+        utc = moment.astimezone(UTC)
+    except OverflowError:  # year 1 with a positive offset, year 9999 with a negative one
+        utc = None
+    if utc is None or not EARLIEST <= utc <= LATEST:
+        raise UsageError(f"{field} {text!r} is outside {format_rfc3339(EARLIEST)} .. "
+                         f"{format_rfc3339(LATEST)} once converted to UTC", field=field)
+    return utc
 
 
 @dataclass(frozen=True, order=True)
