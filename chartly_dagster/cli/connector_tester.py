@@ -88,7 +88,8 @@ def add_parser(tools: argparse._SubParsersAction) -> None:
     tester = tools.add_parser("connector-tester", help=about, description=about)
     tester.set_defaults(usage_of=tester)
     commands = tester.add_subparsers(dest="command", metavar="COMMAND",
-                                     parser_class=type(tester))
+                                     parser_class=type(tester),
+                                     help="what to do (COMMAND --help for its flags)")
 
     def command(name: str, about: str, handler: Any) -> argparse.ArgumentParser:
         cmd: argparse.ArgumentParser = commands.add_parser(name, help=about, description=about)

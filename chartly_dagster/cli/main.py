@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"print the traceback of an unexpected error on stderr "
                              f"(or set {DEBUG_ENV}=1)")
     parser.set_defaults(usage_of=parser)
-    tools = parser.add_subparsers(dest="tool", metavar="COMMAND", parser_class=_Parser)
+    tools = parser.add_subparsers(dest="tool", metavar="COMMAND", parser_class=_Parser,
+                                  help="a command group (COMMAND --help for more)")
     connector_tester.add_parser(tools)
     profiles.add_parser(tools)
     sandbox = tools.add_parser("sandbox", help="local upstream API for demos, tests, benchmarks")
