@@ -7,19 +7,17 @@ suite; nothing here measures time. A bounded loader is what makes each case end 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from chartly_dagster.cli.main import build_parser
 from chartly_dagster.core.catalog import (
     MAX_FOLDER_BYTES,
     MAX_PROFILE_BYTES,
@@ -198,44 +196,6 @@ def test_hostile_input_table(tmp_path: Path, label: str, setup: Callable[[Path],
             message = proc.stderr
         for word in words:
             assert word in message, (label, word, message[-2000:])
-
-
-def test_bare_command_prints_usage() -> None:
-    for argv in ([], ["connector-tester"], ["profiles"]):
-        proc = _cli(argv)
-        assert proc.returncode == 2
-        assert proc.stdout == ""
-        assert proc.stderr.startswith("usage: chartly-tool")
-        _assert_clean(proc)
-
-
-def _parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
-    yield parser
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for name, sub in action.choices.items():
-                if name != "sandbox":  # the sandbox's options live in sandbox/cli.py
-                    yield from _parsers(sub)
-
-
-def test_help_has_text_for_every_flag_and_fits_80_columns(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("COLUMNS", "80")
-    parsers = list(_parsers(build_parser()))
-    assert len(parsers) == 11  # chartly-tool, 2 groups, 4 + 4 commands
-    for parser in parsers:
-        for action in parser._actions:
-            assert action.help, (parser.prog, action.option_strings or action.dest)
-        text = parser.format_help()
-        assert max(len(line) for line in text.splitlines()) <= 80, text
-        assert "`" not in text  # no docstring or code comment leaks into help
-    flags = {p.prog.removeprefix("chartly-tool connector-tester "): {
-        o for a in p._actions for o in a.option_strings} for p in parsers}
-    assert not {"--apply", "--output", "--secrets-dir", "--golden"} & flags["plan"]
-    assert not {"--apply", "--output", "--secrets-dir"} & flags["validate"]
-    assert {"--window-start", "--window-end", "--apply"} <= flags["doctor"]
-    assert not {"--max-pages", "--output", "--golden"} & flags["doctor"]
-    assert {"--apply", "--output", "--secrets-dir"} <= flags["run"]
 
 
 # -- unexpected errors: the JSON error document, exit 1, details only when asked -------------
