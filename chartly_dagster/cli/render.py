@@ -26,6 +26,9 @@ def field(label: str, value: str, *, indent: int = 0, label_width: int = LABEL) 
     """`label value`, the value wrapped under itself when it is longer than the line."""
     lead = " " * indent + f"{label:<{label_width - 1}} "
     lines = _wrap(value, WIDTH - len(lead))
+    if len(lead) + len(lines[0]) > WIDTH:  # one long word (a hash, a path): a line of its own
+        below = " " * (indent + 2)
+        return [lead.rstrip(), *(below + line for line in _wrap(value, WIDTH - len(below)))]
     return [lead + lines[0], *(" " * len(lead) + line for line in lines[1:])]
 
 
