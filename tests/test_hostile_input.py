@@ -318,3 +318,26 @@ def test_schema_checks_inside_variants() -> None:
     doc["variants"]["dev"]["spec"]["request"] = {"headers": {"Accept": None}}
     doc["variants"]["dev"]["metadata"] = {"description": None, "owners": ["team:dev"]}
     assert not list(validator.iter_errors(doc))
+
+
+def test_a_hostile_file_fails_the_code_location_at_once_naming_it(tmp_path: Path) -> None:
+    """Through `dagster definitions validate`: the documented "any broken profile fails the
+    load" rule, reached quickly with the file named, instead of a hung code location."""
+    folder = tmp_path / "profiles"
+    folder.mkdir()
+    _valid(folder)
+    (folder / "bomb.yaml").write_text(ALIAS_BOMB, encoding="utf-8")
+    code = tmp_path / "defs.py"
+    code.write_text("from chartly_dagster.integration import build_definitions\n\n"
+                    f"defs = build_definitions({str(folder)!r}, env='dev', schedules=False)\n",
+                    encoding="utf-8")
+    home = tmp_path / "home"
+    home.mkdir()
+    environ = {**os.environ, "DAGSTER_HOME": str(home)}
+    proc = subprocess.run([str(Path(sys.executable).with_name("dagster")), "definitions",
+                           "validate", "-f", str(code)], capture_output=True, text=True,
+                          env=environ, timeout=SAFETY_NET_SECONDS, check=False)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "bomb.yaml" in output and "aliases expand" in output
+    assert "RecursionError" not in output
