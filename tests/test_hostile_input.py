@@ -341,3 +341,16 @@ def test_a_hostile_file_fails_the_code_location_at_once_naming_it(tmp_path: Path
     assert proc.returncode != 0
     assert "bomb.yaml" in output and "aliases expand" in output
     assert "RecursionError" not in output
+
+
+def test_a_folder_that_is_not_a_profiles_folder_is_not_walked_to_the_end(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `--profiles-dir /` would scan a disk: the walk stops at a bound (lowered here).
+    monkeypatch.setattr("chartly_dagster.core.catalog.MAX_FOLDER_ENTRIES", 10)
+    for i in range(4):
+        (tmp_path / f"sub{i}").mkdir()
+        for j in range(3):
+            (tmp_path / f"sub{i}" / f"f{j}.txt").write_text("", encoding="utf-8")
+    issues = ProfileCatalog.load(tmp_path).issues
+    assert [(i.path, i.field) for i in issues] == [(".", "<folder>")]
+    assert "more than 10 entries" in issues[0].message

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import os
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,7 @@ class ResolvedProfile:
 # laughs"), deep nesting (RecursionError) and huge files before they cost time or memory.
 MAX_PROFILE_BYTES = 256 * 1024
 MAX_FOLDER_BYTES = 8 * 1024 * 1024
+MAX_FOLDER_ENTRIES = 100_000
 MAX_YAML_DEPTH = 32
 MAX_YAML_NODES = 20_000
 
@@ -286,9 +288,11 @@ class ProfileCatalog:
                                      field="--profiles-dir")
         entries: dict[ProfileRef, _Entry] = {}
         issues: list[LoadIssue] = []
-        files = sorted(p for p in root_path.rglob("*") if p.suffix in PROFILE_SUFFIXES
-                       and p.is_file() and not any(part.startswith(".") for part in
-                                                    p.relative_to(root_path).parts))
+        files = _profile_files(root_path)
+        if files is None:
+            return cls(root_path, {}, [LoadIssue(
+                ".", "<folder>", f"more than {MAX_FOLDER_ENTRIES} entries under this folder; "
+                "is it really the profiles folder?")])
         # A file over its own cap is reported as such below, not as the folder's problem.
         total = sum(min(_size_of(file), MAX_PROFILE_BYTES) for file in files)
         if total > MAX_FOLDER_BYTES:
@@ -362,6 +366,22 @@ def _resolve_entry(entry: _Entry, ref: ProfileRef) -> ResolvedProfile:
     document = _dump(profile)
     digest = hash_value({"ref": format_ref(ref), "profile": document})
     return ResolvedProfile(ref, profile, document, digest, entry.path)
+
+
+def _profile_files(root: Path) -> list[Path] | None:
+    """Every `*.yaml`/`*.yml` file under `root`, hidden entries and symlinked folders skipped;
+    None when the walk passes `MAX_FOLDER_ENTRIES` (a `--profiles-dir /` must not scan a disk).
+    """
+    files: list[Path] = []
+    seen = 0
+    for folder, dirs, names in os.walk(root):
+        seen += len(dirs) + len(names)
+        if seen > MAX_FOLDER_ENTRIES:
+            return None
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        files.extend(Path(folder, name) for name in names if not name.startswith(".")
+                     and name.endswith(PROFILE_SUFFIXES) and Path(folder, name).is_file())
+    return sorted(files)
 
 
 def _size_of(file: Path) -> int:
