@@ -52,11 +52,11 @@ def test_help_has_text_for_every_flag_and_fits_80_columns(
         assert "`" not in text  # no docstring or code comment leaks into help
     flags = {p.prog.removeprefix("chartly-tool connector-tester "): {
         o for a in p._actions for o in a.option_strings} for p in parsers}
-    assert not {"--apply", "--output", "--secrets-dir", "--golden"} & flags["plan"]
+    assert not {"--apply", "--output", "--secrets-dir", "--golden", "--overwrite"} & flags["plan"]
     assert not {"--apply", "--output", "--secrets-dir"} & flags["validate"]
     assert {"--window-start", "--window-end", "--apply"} <= flags["doctor"]
     assert not {"--max-pages", "--output", "--golden"} & flags["doctor"]
-    assert {"--apply", "--output", "--secrets-dir"} <= flags["run"]
+    assert {"--apply", "--output", "--secrets-dir", "--overwrite"} <= flags["run"]
 
 
 def test_text_output_fits_80_columns(capsys: pytest.CaptureFixture[str]) -> None:
