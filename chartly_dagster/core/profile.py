@@ -30,6 +30,7 @@ from pydantic_core import PydanticCustomError
 
 from .hostnames import HostnameError, check_base_url_host, normalize_allowlist_pattern
 from .refs import SEGMENT, is_valid_name, is_valid_segment, is_valid_version
+from .schema import with_variant_schema
 
 API_VERSION = "chartly.io/v1alpha1"
 Env = Literal["dev", "staging", "prod"]
@@ -840,6 +841,8 @@ class ConnectorProfile(StrictModel):
 def profile_json_schema() -> dict[str, Any]:
     """JSON Schema of a profile file, for editors and CI linters."""
     schema = ConnectorProfile.model_json_schema(by_alias=True, mode="validation")
+    schema = with_variant_schema(schema, spec_def="ConnectorSpec", metadata_def="Metadata",
+                                 description=schema["properties"]["variants"]["description"])
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = "https://chartly.io/schemas/connector-profile.v1alpha1.json"
     schema["title"] = "Chartly connector profile (chartly.io/v1alpha1)"
