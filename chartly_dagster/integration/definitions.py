@@ -18,7 +18,6 @@ from dagster import (
     DefaultScheduleStatus,
     Definitions,
     PartitionsDefinition,
-    in_process_executor,
 )
 
 from ..core.catalog import ProfileCatalog, ResolvedProfile
@@ -32,6 +31,7 @@ from .assets import (
     build_connector_asset,
 )
 from .checks import build_profile_checks
+from .liveness import identified_in_process_executor, run_liveness_sensor
 from .resources import ChartlyEgressResource, ChartlySecretsResource, ChartlyStorageResource
 from .schedules import ProjectAssets, profile_schedule, project_jobs
 from .summary import build_summary_asset
@@ -129,10 +129,11 @@ def build_definitions(profiles_dir: str | Path, *, env: str = "dev",
         asset_checks=checks,
         jobs=jobs,
         schedules=schedule_defs,
+        sensors=[run_liveness_sensor],
         resources={
             STORAGE_KEY: storage or ChartlyStorageResource(),
             SECRETS_KEY: secrets or ChartlySecretsResource(),
             EGRESS_KEY: egress or ChartlyEgressResource(env=env),
         },
-        executor=in_process_executor,
+        executor=identified_in_process_executor,
     )
