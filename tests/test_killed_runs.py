@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -27,15 +28,24 @@ from dagster import (
     DagsterInstance,
     DagsterRunStatus,
     ReexecutionOptions,
+    asset,
     execute_job,
+    instance_for_test,
+    materialize,
 )
 from dagster._core.definitions.reconstruct import ReconstructableRepository
+from dagster._core.instance.config import dagster_instance_config
 
 from chartly_dagster.integration.liveness import (
     LIVENESS_SENSOR_NAME,
+    WORKER_HOST_TAG,
+    WORKER_PID_TAG,
+    WORKER_START_TAG,
     WorkerIdentity,
     WorkerState,
+    probe_process,
     reap_dead_runs,
+    worker_state,
 )
 from chartly_dagster.sandbox import Fault, Sandbox
 from tests.fixtures_dagster import SECRETS
@@ -191,3 +201,101 @@ def test_sigkilled_run_frees_its_connector(
         for partition in ("2026-01-10", "2026-01-11"):
             assert instance.fetch_materializations(AssetRecordsFilter(
                 asset_key=ORDERS_KEY, asset_partitions=[partition]), limit=1).records
+
+
+# --- judging a worker: only certain deaths count -------------------------------------------
+
+def _sleeper() -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+
+
+def test_a_live_worker_is_alive_and_a_killed_one_dead_even_as_a_zombie() -> None:
+    here = WorkerIdentity.current()
+    assert worker_state(here, here) == WorkerState.ALIVE
+    assert WorkerIdentity.from_tags(here.to_tags()) == here
+    proc = _sleeper()
+    try:
+        child = replace(here, pid=proc.pid, start_ticks=probe_process(proc.pid).start_ticks)
+        assert worker_state(child, here) == WorkerState.ALIVE
+        proc.kill()
+        _wait_for("the child to die", lambda: probe_process(proc.pid).zombie)
+        assert worker_state(child, here) == WorkerState.DEAD  # not yet reaped by its parent
+    finally:
+        proc.kill()
+        proc.wait()
+    assert worker_state(child, here) == WorkerState.DEAD  # reaped: the pid is free
+
+
+def test_a_reused_pid_or_a_rebooted_host_means_dead_another_host_is_not_judged() -> None:
+    here = WorkerIdentity.current()
+    assert here.start_ticks is not None, "this test needs /proc"
+    # this very process, recorded with another start time: the pid was reused since
+    assert worker_state(replace(here, start_ticks=here.start_ticks + 1), here) == \
+        WorkerState.DEAD
+    assert worker_state(replace(here, boot_id="another-boot"), here) == WorkerState.DEAD
+    assert worker_state(replace(here, host="other-host"), here) == \
+        WorkerState.ELSEWHERE
+    # an unknown boot id on either side: the host may or may not have restarted
+    assert worker_state(replace(here, boot_id=""), here) == WorkerState.UNKNOWN
+    assert worker_state(None, here) == WorkerState.UNKNOWN
+
+
+@pytest.mark.parametrize("tags", [
+    {}, {WORKER_HOST_TAG: "h"}, {WORKER_HOST_TAG: "h", WORKER_PID_TAG: "12x"},
+    {WORKER_HOST_TAG: "", WORKER_PID_TAG: "12"},
+    {WORKER_HOST_TAG: "h", WORKER_PID_TAG: "12", WORKER_START_TAG: "-1"},
+])
+def test_runs_without_a_clear_worker_record_are_not_judged(tags: dict) -> None:
+    assert WorkerIdentity.from_tags(tags) is None
+
+
+def test_slots_left_by_an_ended_run_are_freed(tmp_path: Path) -> None:
+    @asset(pool=POOL)
+    def pooled() -> None:
+        return None
+
+    with instance_for_test(temp_dir=str(tmp_path)) as instance:
+        assert materialize([pooled], instance=instance).success
+        run_id = instance.get_run_records()[0].dagster_run.run_id
+        # as if the run had been marked failed by hand while its step held the slot
+        instance.event_log_storage.set_concurrency_slots(POOL, 1)
+        assert instance.event_log_storage.claim_concurrency_slot(POOL, run_id, "pooled")
+        assert _claimed_by(instance, run_id)
+        dry = reap_dead_runs(instance, dry_run=True)
+        assert [(v.run_id, v.action) for v in dry] == [(run_id, "")]
+        assert _claimed_by(instance, run_id)
+        assert [(v.run_id, v.action) for v in reap_dead_runs(instance)] == [
+            (run_id, "slots_freed")]
+        assert not _claimed_by(instance, run_id)
+
+
+# --- the command and the shipped instance files ---------------------------------------------
+
+@pytest.mark.parametrize(("args", "home", "code", "says"), [
+    ([], None, 3, "DAGSTER_HOME must name the instance folder"),
+    ([], "missing", 3, "DAGSTER_HOME must name the instance folder"),
+    (["--bogus"], "ok", 2, "unrecognized arguments: --bogus"),
+])
+def test_reap_command_refuses_bad_input_without_a_traceback(
+        args: list[str], home: str | None, code: int, says: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    if home is not None:
+        env["DAGSTER_HOME"] = str(tmp_path / home)
+        if home == "ok":
+            (tmp_path / home).mkdir()
+    done = subprocess.run([sys.executable, "-m", "chartly_dagster.integration.reap", *args],
+                          env=env, capture_output=True, text=True, timeout=WAIT_S)
+    assert done.returncode == code
+    assert says in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_every_shipped_instance_enables_run_monitoring(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DAGSTER_K8S_NAMESPACE", "chartly")
+    local = {folder: dagster_instance_config(str(REPO / folder))[0]["run_monitoring"]
+             for folder in ("dagster_home", "deploy/postgres")}
+    assert local["dagster_home"] == local["deploy/postgres"]
+    k8s = dagster_instance_config(str(REPO / "deploy" / "k8s"))[0]["run_monitoring"]
+    for settings in (*local.values(), k8s):
+        assert settings["enabled"] is True
+        assert 0 < settings["free_slots_after_run_end_seconds"] <= 300
+        assert settings.get("max_resume_run_attempts", 0) == 0
