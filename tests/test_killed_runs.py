@@ -130,8 +130,13 @@ def _reap_with_daemon(env: dict, defs_file: Path, instance: DagsterInstance, run
 
 def _reap_with_command(env: dict, defs_file: Path, instance: DagsterInstance, run_id: str,
                        started: list[subprocess.Popen]) -> None:
-    done = subprocess.run([sys.executable, "-m", "chartly_dagster.integration.reap"],
-                          env=env, capture_output=True, text=True, timeout=WAIT_S)
+    command = [sys.executable, "-m", "chartly_dagster.integration.reap"]
+    dry = subprocess.run([*command, "--dry-run"], env=env, capture_output=True, text=True,
+                         timeout=WAIT_S)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert "worker gone: would be marked failed" in dry.stdout, dry.stdout
+    assert instance.get_run_by_id(run_id).status == DagsterRunStatus.STARTED
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=WAIT_S)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"{run_id} (__ASSET_JOB, pid " in done.stdout, done.stdout
     assert "worker gone: marked failed, pool slots freed" in done.stdout, done.stdout
@@ -179,7 +184,7 @@ def test_sigkilled_run_frees_its_connector(
         assert failed.status == DagsterRunStatus.FAILURE
         failure = instance.get_records_for_run(
             run.run_id, of_type=DagsterEventType.RUN_FAILURE).records
-        assert "chartly's run liveness check" in failure[0].event_log_entry.user_message
+        assert "chartly's run liveness check" in failure[0].event_log_entry.dagster_event.message
         assert not _claimed_by(instance, run.run_id)
 
         # the next run of the connector gets the pool slot and finishes
@@ -262,7 +267,7 @@ def test_slots_left_by_an_ended_run_are_freed(tmp_path: Path) -> None:
         assert instance.event_log_storage.claim_concurrency_slot(POOL, run_id, "pooled")
         assert _claimed_by(instance, run_id)
         dry = reap_dead_runs(instance, dry_run=True)
-        assert [(v.run_id, v.action) for v in dry] == [(run_id, "")]
+        assert [(v.run_id, v.action) for v in dry] == [(run_id, "would_free_slots")]
         assert _claimed_by(instance, run_id)
         assert [(v.run_id, v.action) for v in reap_dead_runs(instance)] == [
             (run_id, "slots_freed")]

@@ -201,7 +201,8 @@ class RunVerdict:
     run_id: str
     job_name: str
     state: WorkerState
-    #: "" (nothing), "failed" (marked failed, slots freed) or "slots_freed" (run had ended)
+    #: "" (nothing), "failed" (marked failed, slots freed), "slots_freed" (run had ended),
+    #: or with a dry run "would_fail" / "would_free_slots"
     action: str
     worker: WorkerIdentity | None
 
@@ -210,6 +211,8 @@ class RunVerdict:
                else "no recorded worker")
         what = {"failed": "worker gone: marked failed, pool slots freed",
                 "slots_freed": "run had ended: its pool slots freed",
+                "would_fail": "worker gone: would be marked failed, pool slots freed",
+                "would_free_slots": "run had ended: its pool slots would be freed",
                 "": f"worker {self.state.value}: left alone"}[self.action]
         return f"{self.run_id} ({self.job_name}, {who}): {what}"
 
@@ -235,7 +238,7 @@ def reap_dead_runs(instance: DagsterInstance, *, here: WorkerIdentity | None = N
         run = record.dagster_run
         worker = WorkerIdentity.from_tags(run.tags)
         state = worker_state(worker, here)
-        action = ""
+        action = "would_fail" if state is WorkerState.DEAD and dry_run else ""
         if state is WorkerState.DEAD and not dry_run:
             # re-read: a run that finished between the listing and the probe is not touched
             # (a dead worker can no longer change it, so the status read now is final)
@@ -269,7 +272,7 @@ def _free_slots_of_ended_runs(instance: DagsterInstance, here: WorkerIdentity, *
             storage.free_concurrency_slots_for_run(run.run_id)
         worker = WorkerIdentity.from_tags(run.tags)
         out.append(RunVerdict(run.run_id, run.job_name, worker_state(worker, here),
-                              "" if dry_run else "slots_freed", worker))
+                              "would_free_slots" if dry_run else "slots_freed", worker))
     return out
 
 
