@@ -40,6 +40,7 @@ from chartly_dagster.integration.liveness import (
     LIVENESS_SENSOR_NAME,
     WORKER_HOST_TAG,
     WORKER_PID_TAG,
+    WORKER_RUN_TAG,
     WORKER_START_TAG,
     WorkerIdentity,
     WorkerState,
@@ -164,7 +165,7 @@ def test_sigkilled_run_frees_its_connector(
                   lambda: sandbox.request_count("/v2/orders") >= 2, worker)
         run = instance.get_run_records()[0].dagster_run
         assert run.status == DagsterRunStatus.STARTED
-        assert WorkerIdentity.from_tags(run.tags).pid == worker.pid
+        assert WorkerIdentity.from_tags(run.tags, run.run_id).pid == worker.pid
         assert _claimed_by(instance, run.run_id)
 
         # a live worker is never judged dead, by any check
@@ -203,6 +204,8 @@ def test_sigkilled_run_frees_its_connector(
                          reexecution_options=ReexecutionOptions.from_failure(
                              run.run_id, instance)) as again:
             assert again.success
+        # the re-executed run names its own worker, not the killed parent's it inherited
+        assert instance.get_run_by_id(again.run_id).tags[WORKER_RUN_TAG] == again.run_id
         for partition in ("2026-01-10", "2026-01-11"):
             assert instance.fetch_materializations(AssetRecordsFilter(
                 asset_key=ORDERS_KEY, asset_partitions=[partition]), limit=1).records
@@ -217,7 +220,9 @@ def _sleeper() -> subprocess.Popen:
 def test_a_live_worker_is_alive_and_a_killed_one_dead_even_as_a_zombie() -> None:
     here = WorkerIdentity.current()
     assert worker_state(here, here) == WorkerState.ALIVE
-    assert WorkerIdentity.from_tags(here.to_tags()) == here
+    assert WorkerIdentity.from_tags(here.to_tags("run-1"), "run-1") == here
+    # a re-executed run starts with its parent's tags: they are not its worker
+    assert WorkerIdentity.from_tags(here.to_tags("run-1"), "run-2") is None
     proc = _sleeper()
     try:
         child = replace(here, pid=proc.pid, start_ticks=probe_process(proc.pid).start_ticks)
@@ -251,7 +256,7 @@ def test_a_reused_pid_or_a_rebooted_host_means_dead_another_host_is_not_judged()
     {WORKER_HOST_TAG: "h", WORKER_PID_TAG: "12", WORKER_START_TAG: "-1"},
 ])
 def test_runs_without_a_clear_worker_record_are_not_judged(tags: dict) -> None:
-    assert WorkerIdentity.from_tags(tags) is None
+    assert WorkerIdentity.from_tags({WORKER_RUN_TAG: "r", **tags}, "r") is None
 
 
 def test_slots_left_by_an_ended_run_are_freed(tmp_path: Path) -> None:

@@ -45,6 +45,8 @@ WORKER_HOST_TAG = "chartly/worker_host"
 WORKER_BOOT_TAG = "chartly/worker_boot_id"
 WORKER_PID_TAG = "chartly/worker_pid"
 WORKER_START_TAG = "chartly/worker_start_ticks"
+#: the run the worker recorded itself for: a re-executed run starts with its parent's tags
+WORKER_RUN_TAG = "chartly/worker_run_id"
 LIVENESS_SENSOR_NAME = "chartly_run_liveness"
 #: how often the daemon looks; a dead worker's run is failed within about this long
 LIVENESS_INTERVAL_SECONDS = 60
@@ -107,16 +109,23 @@ class WorkerIdentity:
         pid = os.getpid()
         return cls(socket.gethostname(), _boot_id(), pid, probe_process(pid).start_ticks)
 
-    def to_tags(self) -> dict[str, str]:
-        tags = {WORKER_HOST_TAG: self.host, WORKER_BOOT_TAG: self.boot_id,
-                WORKER_PID_TAG: str(self.pid)}
+    def to_tags(self, run_id: str) -> dict[str, str]:
+        """The tags that say this process is `run_id`'s worker."""
+        tags = {WORKER_RUN_TAG: run_id, WORKER_HOST_TAG: self.host,
+                WORKER_BOOT_TAG: self.boot_id, WORKER_PID_TAG: str(self.pid)}
         if self.start_ticks is not None:
             tags[WORKER_START_TAG] = str(self.start_ticks)
         return tags
 
     @classmethod
-    def from_tags(cls, tags: Mapping[str, str]) -> WorkerIdentity | None:
-        """The worker a run recorded, or None when it recorded none (or garbage)."""
+    def from_tags(cls, tags: Mapping[str, str], run_id: str) -> WorkerIdentity | None:
+        """The worker run `run_id` recorded, or None when it recorded none (or garbage).
+
+        Worker tags copied from a parent run (re-execution, retry) name the parent and
+        say nothing about this run's worker, which has not recorded itself yet.
+        """
+        if tags.get(WORKER_RUN_TAG) != run_id:
+            return None
         host, pid = tags.get(WORKER_HOST_TAG), tags.get(WORKER_PID_TAG, "")
         start = tags.get(WORKER_START_TAG)
         if not host or not pid.isdigit() or (start is not None and not start.isdigit()):
@@ -173,8 +182,8 @@ class _IdentifiedExecutor(DagsterExecutor):
 
     def execute(self, plan_context: Any, execution_plan: Any) -> Iterator[Any]:
         # before any step runs, so before any pool slot is claimed
-        plan_context.instance.add_run_tags(plan_context.run_id,
-                                           WorkerIdentity.current().to_tags())
+        run_id = plan_context.run_id
+        plan_context.instance.add_run_tags(run_id, WorkerIdentity.current().to_tags(run_id))
         yield from self._inner.execute(plan_context, execution_plan)
 
 
@@ -236,7 +245,7 @@ def reap_dead_runs(instance: DagsterInstance, *, here: WorkerIdentity | None = N
     started = instance.get_run_records(filters=RunsFilter(statuses=[DagsterRunStatus.STARTED]))
     for record in started:
         run = record.dagster_run
-        worker = WorkerIdentity.from_tags(run.tags)
+        worker = WorkerIdentity.from_tags(run.tags, run.run_id)
         state = worker_state(worker, here)
         action = "would_fail" if state is WorkerState.DEAD and dry_run else ""
         if state is WorkerState.DEAD and not dry_run:
@@ -270,7 +279,7 @@ def _free_slots_of_ended_runs(instance: DagsterInstance, here: WorkerIdentity, *
         run = record.dagster_run
         if not dry_run:
             storage.free_concurrency_slots_for_run(run.run_id)
-        worker = WorkerIdentity.from_tags(run.tags)
+        worker = WorkerIdentity.from_tags(run.tags, run.run_id)
         out.append(RunVerdict(run.run_id, run.job_name, worker_state(worker, here),
                               "would_free_slots" if dry_run else "slots_freed", worker))
     return out
