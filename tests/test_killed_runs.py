@@ -238,15 +238,19 @@ def test_a_live_worker_is_alive_and_a_killed_one_dead_even_as_a_zombie() -> None
 
 def test_a_reused_pid_or_a_rebooted_host_means_dead_another_host_is_not_judged() -> None:
     here = WorkerIdentity.current()
-    assert here.start_ticks is not None, "this test needs /proc"
+    assert here.start_ticks is not None and here.pid_namespace, "this test needs /proc"
     # this very process, recorded with another start time: the pid was reused since
     assert worker_state(replace(here, start_ticks=here.start_ticks + 1), here) == \
         WorkerState.DEAD
     assert worker_state(replace(here, boot_id="another-boot"), here) == WorkerState.DEAD
     assert worker_state(replace(here, host="other-host"), here) == \
         WorkerState.ELSEWHERE
-    # an unknown boot id on either side: the host may or may not have restarted
+    # another container on this kernel: its pids are not ours, even with our host name
+    assert worker_state(replace(here, pid_namespace="pid:[1]", pid=2**22 + 1), here) == \
+        WorkerState.ELSEWHERE
+    # an unknown boot id or namespace on either side: no way to tell
     assert worker_state(replace(here, boot_id=""), here) == WorkerState.UNKNOWN
+    assert worker_state(replace(here, pid_namespace=""), here) == WorkerState.UNKNOWN
     assert worker_state(None, here) == WorkerState.UNKNOWN
 
 

@@ -92,7 +92,9 @@ def build_definitions(profiles_dir: str | Path, *, env: str = "dev",
 
     `max_partitions_per_run` bounds how many windows one backfill run fetches (None: any
     range in one run, which `dagster asset materialize --partition-range` requires).
-    Schedules start stopped, so loading a code location never starts fetching by itself.
+    Schedules start stopped, so loading a code location never starts fetching by itself;
+    the run liveness sensor (see `liveness`) starts running: it requests no runs, it fails
+    runs whose worker died and frees the connector pool slots they held.
     """
     root = Path(profiles_dir)
     resolved_profiles = profiles_for_env(root, env)

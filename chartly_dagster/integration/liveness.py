@@ -13,9 +13,11 @@ none), so this module does it for workers on this host:
 - `run_liveness_sensor` calls it from the daemon every minute, and
   `python -m chartly_dagster.integration.reap` (see that module) calls it at once.
 
-A worker is judged only on the host that recorded it, and judged dead only when that
-process is certainly gone: its pid is free, belongs to a process started at another time
-(pid reuse), is a zombie, or the host has rebooted since. Anything else counts as alive.
+A worker is judged only on the host (host name, and pid namespace: the container) that
+recorded it, and judged dead only when that process is certainly gone: its pid is free,
+belongs to a process started at another time (pid reuse), is a zombie, or the host has
+rebooted since. Anything else counts as alive, so host names must differ between machines
+sharing one instance.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from dagster import Executor as DagsterExecutor
 WORKER_HOST_TAG = "chartly/worker_host"
 WORKER_BOOT_TAG = "chartly/worker_boot_id"
 WORKER_PID_TAG = "chartly/worker_pid"
+WORKER_PID_NS_TAG = "chartly/worker_pid_namespace"
 WORKER_START_TAG = "chartly/worker_start_ticks"
 #: the run the worker recorded itself for: a re-executed run starts with its parent's tags
 WORKER_RUN_TAG = "chartly/worker_run_id"
@@ -59,6 +62,18 @@ def _boot_id() -> str:
     """The kernel's id for this boot ("" where the OS does not expose one)."""
     try:
         return _BOOT_ID.read_text(encoding="ascii").strip()
+    except OSError:
+        return ""
+
+
+def _pid_namespace() -> str:
+    """This process's pid namespace, e.g. "pid:[4026531836]" ("" without /proc).
+
+    Containers on one kernel share its boot id (and, with host networking, its host name)
+    but number their processes apart: a pid means something only inside its namespace.
+    """
+    try:
+        return os.readlink(_PROC / "self" / "ns" / "pid")
     except OSError:
         return ""
 
@@ -103,16 +118,19 @@ class WorkerIdentity:
     boot_id: str
     pid: int
     start_ticks: int | None
+    pid_namespace: str = ""
 
     @classmethod
     def current(cls) -> WorkerIdentity:
         pid = os.getpid()
-        return cls(socket.gethostname(), _boot_id(), pid, probe_process(pid).start_ticks)
+        return cls(socket.gethostname(), _boot_id(), pid, probe_process(pid).start_ticks,
+                   _pid_namespace())
 
     def to_tags(self, run_id: str) -> dict[str, str]:
         """The tags that say this process is `run_id`'s worker."""
         tags = {WORKER_RUN_TAG: run_id, WORKER_HOST_TAG: self.host,
-                WORKER_BOOT_TAG: self.boot_id, WORKER_PID_TAG: str(self.pid)}
+                WORKER_BOOT_TAG: self.boot_id, WORKER_PID_TAG: str(self.pid),
+                WORKER_PID_NS_TAG: self.pid_namespace}
         if self.start_ticks is not None:
             tags[WORKER_START_TAG] = str(self.start_ticks)
         return tags
@@ -131,7 +149,7 @@ class WorkerIdentity:
         if not host or not pid.isdigit() or (start is not None and not start.isdigit()):
             return None
         return cls(host, tags.get(WORKER_BOOT_TAG, ""), int(pid),
-                   int(start) if start is not None else None)
+                   int(start) if start is not None else None, tags.get(WORKER_PID_NS_TAG, ""))
 
 
 class WorkerState(StrEnum):
@@ -147,7 +165,8 @@ def worker_state(recorded: WorkerIdentity | None, here: WorkerIdentity) -> Worke
     """Whether the recorded worker still runs, judged from `here` (this host's identity).
 
     Dead only when certain: same host name and the host rebooted since (boot ids differ),
-    or same boot and the pid is free, a zombie, or a process started at another time.
+    or same boot and pid namespace and the pid is free, a zombie, or a process started at
+    another time.
     """
     if recorded is None:
         return WorkerState.UNKNOWN
@@ -157,6 +176,10 @@ def worker_state(recorded: WorkerIdentity | None, here: WorkerIdentity) -> Worke
         # both known and different: this host restarted since, which ended every process
         both_known = bool(recorded.boot_id and here.boot_id)
         return WorkerState.DEAD if both_known else WorkerState.UNKNOWN
+    if recorded.pid_namespace != here.pid_namespace:
+        # another container on this kernel (both known), or no way to tell
+        both_known = bool(recorded.pid_namespace and here.pid_namespace)
+        return WorkerState.ELSEWHERE if both_known else WorkerState.UNKNOWN
     process = probe_process(recorded.pid)
     if not process.exists or process.zombie:
         return WorkerState.DEAD
