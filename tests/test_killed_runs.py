@@ -42,6 +42,7 @@ from chartly_dagster.integration.liveness import (
     WORKER_PID_TAG,
     WORKER_RUN_TAG,
     WORKER_START_TAG,
+    RunAction,
     WorkerIdentity,
     WorkerState,
     probe_process,
@@ -171,7 +172,7 @@ def test_sigkilled_run_frees_its_connector(
         # a live worker is never judged dead, by any check
         verdicts = reap_dead_runs(instance)
         assert [(v.run_id, v.state, v.action) for v in verdicts] == [
-            (run.run_id, WorkerState.ALIVE, "")]
+            (run.run_id, WorkerState.ALIVE, RunAction.NONE)]
 
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait()
@@ -276,10 +277,10 @@ def test_slots_left_by_an_ended_run_are_freed(tmp_path: Path) -> None:
         assert instance.event_log_storage.claim_concurrency_slot(POOL, run_id, "pooled")
         assert _claimed_by(instance, run_id)
         dry = reap_dead_runs(instance, dry_run=True)
-        assert [(v.run_id, v.action) for v in dry] == [(run_id, "would_free_slots")]
+        assert [(v.run_id, v.action) for v in dry] == [(run_id, RunAction.WOULD_FREE_SLOTS)]
         assert _claimed_by(instance, run_id)
         assert [(v.run_id, v.action) for v in reap_dead_runs(instance)] == [
-            (run_id, "slots_freed")]
+            (run_id, RunAction.SLOTS_FREED)]
         assert not _claimed_by(instance, run_id)
 
 

@@ -226,6 +226,24 @@ def with_worker_identity(executor_def: ExecutorDefinition) -> ExecutorDefinition
 identified_in_process_executor = with_worker_identity(in_process_executor)
 
 
+class RunAction(StrEnum):
+    NONE = ""
+    #: STARTED, worker gone: marked failed and its slots freed
+    FAILED = "failed"
+    #: had ended but still held slots: freed
+    SLOTS_FREED = "slots_freed"
+    WOULD_FAIL = "would_fail"  # dry run
+    WOULD_FREE_SLOTS = "would_free_slots"  # dry run
+
+
+_DESCRIPTIONS = {
+    RunAction.FAILED: "worker gone: marked failed, pool slots freed",
+    RunAction.SLOTS_FREED: "run had ended: its pool slots freed",
+    RunAction.WOULD_FAIL: "worker gone: would be marked failed, pool slots freed",
+    RunAction.WOULD_FREE_SLOTS: "run had ended: its pool slots would be freed",
+}
+
+
 @dataclass(frozen=True)
 class RunVerdict:
     """What the check found for one run and what it did about it."""
@@ -233,19 +251,13 @@ class RunVerdict:
     run_id: str
     job_name: str
     state: WorkerState
-    #: "" (nothing), "failed" (marked failed, slots freed), "slots_freed" (run had ended),
-    #: or with a dry run "would_fail" / "would_free_slots"
-    action: str
+    action: RunAction
     worker: WorkerIdentity | None
 
     def describe(self) -> str:
         who = (f"pid {self.worker.pid} on {self.worker.host}" if self.worker
                else "no recorded worker")
-        what = {"failed": "worker gone: marked failed, pool slots freed",
-                "slots_freed": "run had ended: its pool slots freed",
-                "would_fail": "worker gone: would be marked failed, pool slots freed",
-                "would_free_slots": "run had ended: its pool slots would be freed",
-                "": f"worker {self.state.value}: left alone"}[self.action]
+        what = _DESCRIPTIONS.get(self.action, f"worker {self.state.value}: left alone")
         return f"{self.run_id} ({self.job_name}, {who}): {what}"
 
 
@@ -270,7 +282,7 @@ def reap_dead_runs(instance: DagsterInstance, *, here: WorkerIdentity | None = N
         run = record.dagster_run
         worker = WorkerIdentity.from_tags(run.tags, run.run_id)
         state = worker_state(worker, here)
-        action = "would_fail" if state is WorkerState.DEAD and dry_run else ""
+        action = RunAction.WOULD_FAIL if state is WorkerState.DEAD and dry_run else RunAction.NONE
         if state is WorkerState.DEAD and not dry_run:
             # re-read: a run that finished between the listing and the probe is not touched
             # (a dead worker can no longer change it, so the status read now is final)
@@ -279,7 +291,7 @@ def reap_dead_runs(instance: DagsterInstance, *, here: WorkerIdentity | None = N
                 assert worker is not None  # DEAD is only judged from a recorded worker
                 instance.report_run_failed(fresh, _failure_message(worker))
                 instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
-                action = "failed"
+                action = RunAction.FAILED
         verdicts.append(RunVerdict(run.run_id, run.job_name, state, action, worker))
     verdicts.extend(_free_slots_of_ended_runs(instance, here, dry_run=dry_run))
     return verdicts
@@ -304,7 +316,8 @@ def _free_slots_of_ended_runs(instance: DagsterInstance, here: WorkerIdentity, *
             storage.free_concurrency_slots_for_run(run.run_id)
         worker = WorkerIdentity.from_tags(run.tags, run.run_id)
         out.append(RunVerdict(run.run_id, run.job_name, worker_state(worker, here),
-                              "would_free_slots" if dry_run else "slots_freed", worker))
+                              RunAction.WOULD_FREE_SLOTS if dry_run else RunAction.SLOTS_FREED,
+                              worker))
     return out
 
 
@@ -317,5 +330,4 @@ def run_liveness_sensor(context: SensorEvaluationContext) -> SkipReason:
     acted = [v for v in reap_dead_runs(context.instance) if v.action]
     for verdict in acted:
         context.log.warning(verdict.describe())
-    return SkipReason(f"{len(acted)} run(s) cleaned up" if acted
-                      else "every STARTED run's worker on this host is alive")
+    return SkipReason(f"{len(acted)} run(s) cleaned up" if acted else "nothing to clean up")
