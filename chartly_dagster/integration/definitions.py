@@ -18,13 +18,13 @@ from dagster import (
     Definitions,
     PartitionsDefinition,
     SensorDefinition,
-    in_process_executor,
 )
 
 from ..core.catalog import ProfileCatalog, ResolvedProfile
 from ..core.refs import format_ref, parse_ref
 from .assets import build_connector_asset
 from .checks import build_profile_checks
+from .liveness import identified_in_process_executor, run_liveness_sensor
 from .resources import RESOURCE_KEY, ChartlyResource
 from .schedules import ProjectAssets, profile_schedule, project_jobs
 from .translator import ConnectorProfileTranslator
@@ -98,7 +98,9 @@ def build_definitions(profiles_dir: str | Path, *, env: str | None = None,
     `env="dev"` is shorthand for `resource=ChartlyResource(env="dev")` (the default).
     A range of windows is one run unless `max_partitions_per_run` bounds it, as
     `dagster asset materialize --partition-range` needs. Schedules start stopped, so
-    loading a code location never starts fetching by itself; `sensors` are added as given.
+    loading a code location never starts fetching by itself; the run liveness sensor (see
+    `liveness`) starts running: it requests no runs, it fails runs whose worker died and
+    frees the connector pool slots they held. `sensors` are added next to it.
     """
     root = Path(profiles_dir)
     chartly = _resource(env, resource)
@@ -135,7 +137,7 @@ def build_definitions(profiles_dir: str | Path, *, env: str | None = None,
         asset_checks=checks,
         jobs=jobs,
         schedules=schedule_defs,
-        sensors=list(sensors),
+        sensors=[run_liveness_sensor, *sensors],
         resources={RESOURCE_KEY: chartly},
-        executor=in_process_executor,
+        executor=identified_in_process_executor,
     )
