@@ -25,8 +25,8 @@ def test_every_dev_profile_is_one_checked_partitioned_asset() -> None:
     spec = graph.get(ORDERS)
     assert spec.group_name == "tenant_demo__proj_sales"
     assert set(spec.owners) == {"team:integrations", "orders-oncall@example.invalid"}
-    assert spec.tags["chartly/env"] == "dev" and spec.tags["chartly/profile_ref"] == (
-        "orders-2.1.0-dev")
+    assert spec.tags["chartly/env"] == "dev"
+    assert (spec.tags["chartly/version"], spec.tags["chartly/variant"]) == ("2.1.0", "dev")
     assert spec.backfill_policy is not None and spec.backfill_policy.max_partitions_per_run == 31
     assert {k.name for k in graph.asset_check_keys if k.asset_key == ORDERS} == {
         "envelope_valid", "deterministic"}

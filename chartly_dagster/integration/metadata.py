@@ -52,6 +52,8 @@ TAG_PROJECT = "chartly/project"
 TAG_CONNECTOR = "chartly/connector"
 TAG_PAGINATION = "chartly/pagination"
 TAG_CADENCE = "chartly/cadence"
+TAG_VERSION = "chartly/version"
+TAG_VARIANT = "chartly/variant"
 # Full refs and hashes do not fit Dagster's tag-value rules, so the spec carries them as
 # definition metadata (shown on the asset page) next to these tags.
 DEF_PROFILE_REF = PROFILE_REF
