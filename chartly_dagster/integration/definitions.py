@@ -7,6 +7,7 @@ variants the prod one's, under the same asset keys.
 
 from __future__ import annotations
 
+import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ from dagster import (
 )
 
 from ..core.catalog import ProfileCatalog, ResolvedProfile
+from ..core.errors import PreconditionFailed
 from ..core.refs import format_ref
 from .assets import (
     DEFAULT_MAX_PARTITIONS_PER_RUN,
@@ -41,10 +43,28 @@ SUMMARY_NAME = "daily_summary"
 
 
 def profiles_for_env(profiles_dir: str | Path, env: str) -> list[ResolvedProfile]:
-    """Every resolved profile enabled for `env`; any broken profile fails the load loudly."""
+    """Every resolved profile enabled for `env`; any broken profile fails the load loudly.
+
+    A folder without profiles is an error and an env none of them enables is a warning
+    naming the folder and the envs that are enabled: either would otherwise load as a
+    code location with zero assets that `dg check defs` calls fine.
+    """
     catalog = ProfileCatalog.load(profiles_dir)
     catalog.raise_for_issues()
-    return [r for r in catalog.resolve_all() if env in r.spec.envs]
+    resolved = catalog.resolve_all()
+    if not resolved:
+        raise PreconditionFailed(
+            f"profiles folder {str(profiles_dir)!r} holds no connector profile (*.yaml); "
+            "write one with `chartly-tool profiles new NAME --pagination MODE`",
+            field="profiles_dir")
+    enabled = [r for r in resolved if env in r.spec.envs]
+    if not enabled:
+        offered = sorted({f"{format_ref(r.ref)} (envs: {', '.join(r.spec.envs)})"
+                          for r in resolved})
+        warnings.warn(f"no connector profile in {str(profiles_dir)!r} is enabled for env "
+                      f"{env!r}, so it defines no assets; enabled are: {'; '.join(offered)}",
+                      UserWarning, stacklevel=2)
+    return enabled
 
 
 def _projects(assets: Sequence[tuple[ResolvedProfile, AssetsDefinition]]
