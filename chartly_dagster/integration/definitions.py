@@ -19,6 +19,7 @@ from dagster import (
     DefaultScheduleStatus,
     Definitions,
     PartitionsDefinition,
+    get_dagster_logger,
     in_process_executor,
 )
 
@@ -61,9 +62,13 @@ def profiles_for_env(profiles_dir: str | Path, env: str) -> list[ResolvedProfile
     if not enabled:
         offered = sorted({f"{format_ref(r.ref)} (envs: {', '.join(r.spec.envs)})"
                           for r in resolved})
-        warnings.warn(f"no connector profile in {str(profiles_dir)!r} is enabled for env "
-                      f"{env!r}, so it defines no assets; enabled are: {'; '.join(offered)}",
-                      UserWarning, stacklevel=2)
+        message = (f"no connector profile in {str(profiles_dir)!r} is enabled for env "
+                   f"{env!r}, so it defines no assets; the profiles there are: "
+                   f"{'; '.join(offered)}")
+        # A Python warning for code that builds definitions, and Dagster's logger because
+        # `dg check defs` / `dagster dev` load code locations where warnings are not shown.
+        warnings.warn(message, UserWarning, stacklevel=2)
+        get_dagster_logger().warning(message)
     return enabled
 
 
