@@ -33,7 +33,7 @@ from dagster._core.storage.tags import (
 
 from .cli.render import table
 from .integration import metadata as md
-from .integration.assets import DEFAULT_MAX_PARTITIONS_PER_RUN
+from .integration.assets import DEFAULT_MAX_PARTITIONS_PER_RUN, STORAGE_KEY
 from .sandbox import run_sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,6 +134,18 @@ def report(defs: Definitions, instance: DagsterInstance,
     return table(["asset", "partitions", "rows", "checks", "checkpoint (last window)"], rows)
 
 
+def where_the_files_are(defs: Definitions, instance: DagsterInstance) -> str:
+    """Where the Parquet files landed (one per window) and a one-liner that opens one."""
+    root = (defs.resources or {})[STORAGE_KEY].destination(instance)
+    uris = [m[md.URI] for a in defs.assets or [] for key in a.keys
+            for m in _partition_rows(instance, key)[-1:] if md.URI in m]
+    example = uris[0].removeprefix("file://") if uris else f"{root}/<tenant>/<project>/..."
+    return (f"\nParquet files, one per window: {root}/<tenant>/<project>/<connector>/"
+            f"<window>.parquet\nOpen one: {Path(sys.executable).parent / 'python'} -c "
+            f"\"import pyarrow.parquet as pq; print(pq.read_table('{example}')"
+            f".to_pandas().head())\"")
+
+
 def demo() -> int:
     home = _home()
     _write_demo_secrets(home)
@@ -145,6 +157,7 @@ def demo() -> int:
         checks = run_week(defs, instance)
     print()
     print(report(defs, instance, checks))
+    print(where_the_files_are(defs, instance))
     print("\nOpen the UI on this instance: `make ui`, then http://127.0.0.1:3000 "
           "(assets, checks and runs above; schedules start stopped).")
     failed = any(not ok for verdicts in checks.values() for ok in verdicts.values())
