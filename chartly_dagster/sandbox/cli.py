@@ -11,16 +11,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
 from .config import SandboxAuth, SandboxConfig
 from .data import MAX_EVENTS_PER_HOUR
 from .faults import FAULT_SPEC_SYNTAX, Fault, parse_fault_spec
-from .server import endpoint_catalog, sandbox_index, start_sandbox
+from .server import sandbox_index, start_sandbox
 
 
-def _int_in(low: int, high: int) -> Any:
+def _int_in(low: int, high: int) -> Callable[[str], int]:
     """An argparse type: a whole number in [low, high], or a usage error saying so."""
     def parse(text: str) -> int:
         try:
@@ -91,7 +92,7 @@ def load_auth_file(path: Path) -> tuple[SandboxAuth | None, dict[str, SandboxAut
 def listing_text() -> str:
     """`--list`: the endpoints with their pagination and records, then the fault kinds."""
     index = sandbox_index()
-    width = max(len(row["path"]) for row in endpoint_catalog())
+    width = max(len(row["path"]) for row in index["endpoints"])
     lines = ["endpoints (GET, window in the query; GET / answers this as JSON):"]
     for row in index["endpoints"]:
         lines.append(f"  {row['path']:<{width}}  {row['pagination']}")
