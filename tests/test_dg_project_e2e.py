@@ -25,8 +25,7 @@ from dagster import AssetCheckKey, AssetKey, AssetRecordsFilter, DagsterInstance
 
 from chartly_dagster.core.errors import PreconditionFailed
 from chartly_dagster.core.starter import starter_profile
-from chartly_dagster.integration import build_definitions
-from chartly_dagster.integration import metadata as md
+from chartly_dagster.integration import PartitionMetadata, build_definitions
 from chartly_dagster.sandbox import Sandbox, run_sandbox
 
 REPO = Path(__file__).resolve().parent.parent
@@ -150,8 +149,9 @@ def test_create_dagster_project_scaffold_check_list_and_launch(
         assert records, "dg launch recorded no materialization"
         mat = records[0].asset_materialization
         assert mat is not None
-        assert md.raw_value(mat.metadata[md.RECORDS]) == len(truth) > 0
-        uri = md.raw_value(mat.metadata[md.URI])
+        meta = PartitionMetadata.extract(mat.metadata)
+        assert meta.records == len(truth) > 0
+        uri = meta.uri
         assert Path(uri.removeprefix("file://")).is_file()
         for check in ("envelope_valid", "deterministic"):
             history = instance.event_log_storage.get_asset_check_execution_history(

@@ -33,7 +33,12 @@ from dagster._core.storage.tags import (
 )
 from moto.server import ThreadedMotoServer
 
-from chartly_dagster.integration import ChartlyStorageResource, build_definitions
+from chartly_dagster.integration import (
+    ChartlyResource,
+    PartitionMetadata,
+    StorageConfig,
+    build_definitions,
+)
 from chartly_dagster.integration import metadata as md
 from chartly_dagster.sandbox import Fault, Sandbox
 
@@ -47,8 +52,8 @@ RANGE_TAGS = {ASSET_PARTITION_RANGE_START_TAG: PARTITIONS[0],
 
 def orders_job(profiles_dir: str) -> JobDefinition:
     """Module-level, so re-execution can rebuild the job: orders, its checks, the S3 root."""
-    defs = build_definitions(profiles_dir, env="dev", max_partitions_per_run=None,
-                             summaries=False, storage=ChartlyStorageResource(root=ROOT))
+    defs = build_definitions(profiles_dir, resource=ChartlyResource(
+        env="dev", storage=StorageConfig(root=ROOT)))
     return defs.resolve_job_def("tenant_demo__proj_sales__orders_job")
 
 
@@ -126,12 +131,12 @@ def test_range_run_writes_to_s3_checks_read_back_and_a_rerun_resumes(
         assert records, pk
         mat = records[0].asset_materialization
         assert mat is not None
-        meta = {k: md.raw_value(v) for k, v in mat.metadata.items()}
-        assert meta[md.URI] == f"{ROOT}/tenant-demo/proj-sales/orders/{pk}.parquet"
-        with filesystem.open(meta[md.URI].removeprefix("s3://"), "rb") as handle:
+        meta = PartitionMetadata.extract(mat.metadata)
+        assert meta.uri == f"{ROOT}/tenant-demo/proj-sales/orders/{pk}.parquet"
+        with filesystem.open(meta.uri.removeprefix("s3://"), "rb") as handle:
             ids = pq.read_table(handle, columns=["event_id"]).column("event_id").to_pylist()
         truth = sandbox.ground_truth("/v2/orders", *_day(pk))
-        assert len(ids) == len(set(ids)) == len(truth) == meta[md.RECORDS] > 0, pk
+        assert len(ids) == len(set(ids)) == len(truth) == meta.records > 0, pk
     assert set(evaluations) == {"envelope_valid", "deterministic"}
     for name, evaluation in evaluations.items():
         assert evaluation.passed, (name, evaluation.metadata)
