@@ -7,10 +7,10 @@ export DAGSTER_HOME := $(CURDIR)/dagster_home
 
 .PHONY: setup test lint demo ui golden bench clean system-deps
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev]" -c constraints.txt
 	touch $(STAMP)
 
 setup: $(STAMP)

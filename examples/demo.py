@@ -33,6 +33,7 @@ from chartly_dagster.integration._compat import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
 )
+from chartly_dagster.integration.resources import RESOURCE_KEY
 from chartly_dagster.sandbox import run_sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,6 +136,21 @@ def report(defs: Definitions, instance: DagsterInstance,
     return table(["asset", "partitions", "rows", "checks", "checkpoint (last window)"], rows)
 
 
+def where_the_files_are(defs: Definitions, instance: DagsterInstance) -> str:
+    """Where the Parquet files landed (one per window) and a one-liner that opens one."""
+    root = (defs.resources or {})[RESOURCE_KEY].storage.destination(instance)
+    uris = [PartitionMetadata.extract(metas[-1]).uri for asset_def in defs.assets or []
+            for key in asset_def.keys
+            if isinstance(asset_def.partitions_def, TimeWindowPartitionsDefinition)
+            for metas in [_week_metadata(instance, key, asset_def.partitions_def)] if metas]
+    uris = [u for u in uris if u]
+    example = uris[0].removeprefix("file://") if uris else f"{root}/<tenant>/<project>/..."
+    return (f"\nParquet files, one per window: {root}/<tenant>/<project>/<connector>/"
+            f"<window>.parquet\nOpen one: {Path(sys.executable).parent / 'python'} -c "
+            f"\"import pyarrow.parquet as pq; print(pq.read_table('{example}')"
+            f".to_pandas().head())\"")
+
+
 def demo() -> int:
     home = _home()
     _write_demo_secrets(home)
@@ -146,6 +162,7 @@ def demo() -> int:
         checks = run_week(defs, instance)
     print()
     print(report(defs, instance, checks))
+    print(where_the_files_are(defs, instance))
     print("\nOpen the UI on this instance: `make ui`, then http://127.0.0.1:3000 "
           "(assets, checks and runs above; schedules start stopped).")
     failed = any(not ok for verdicts in checks.values() for ok in verdicts.values())

@@ -43,7 +43,7 @@ def test_help_has_text_for_every_flag_and_fits_80_columns(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", str(WIDTH))
     parsers = list(_parsers(build_parser()))
-    assert len(parsers) == 11  # chartly-tool, 2 groups, 4 + 4 commands
+    assert len(parsers) == 12  # chartly-tool, 2 groups, 4 + 5 commands
     for parser in parsers:
         for action in parser._actions:
             assert action.help, (parser.prog, action.option_strings or action.dest)

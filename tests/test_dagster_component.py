@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -204,15 +205,17 @@ def test_dg_cli_finds_scaffolds_and_lists_the_component(tmp_path: Path) -> None:
     scaffolded = yaml.safe_load((component_dir / "defs.yaml").read_text(encoding="utf-8"))
     assert scaffolded == {"type": COMPONENT_TYPE,
                           "attributes": {"profiles_dir": "profiles", "env": "dev"}}
-    assert (component_dir / "profiles").is_dir()
+    assert (component_dir / "profiles" / "starter.yaml").is_file()
 
-    (component_dir / "profiles").rmdir()
+    shutil.rmtree(component_dir / "profiles")
     copy_profiles(component_dir / "profiles", 8765)
     listed_defs = json.loads(dg("list", "defs", "--json"))
     assets = {a["asset_key"]: a for a in listed_defs["assets"]}
     assert ORDERS.to_user_string() in assets
+    type_line = (component_dir / "defs.yaml").read_text(encoding="utf-8").splitlines().index(
+        f"type: {COMPONENT_TYPE}") + 1  # below the scaffolded comment block
     assert assets[ORDERS.to_user_string()]["source"] == (
-        f"src/{module}/defs/connectors/defs.yaml:1")
+        f"src/{module}/defs/connectors/defs.yaml:{type_line}")
     assert {a.rsplit("/", 1)[-1] for a in assets} == CONNECTORS
     checks = {c["key"] for c in listed_defs["asset_checks"]}
     assert {f"{ORDERS.to_user_string()}:envelope_valid",

@@ -26,8 +26,8 @@ def test_every_dev_profile_is_one_checked_partitioned_asset() -> None:
     spec = graph.get(ORDERS)
     assert spec.group_name == "tenant_demo__proj_sales"
     assert set(spec.owners) == {"team:integrations", "orders-oncall@example.invalid"}
-    assert spec.tags["chartly/env"] == "dev" and spec.tags["chartly/profile"] == (
-        "orders-2.1.0-dev")
+    assert spec.tags["chartly/env"] == "dev"
+    assert (spec.tags["chartly/version"], spec.tags["chartly/variant"]) == ("2.1.0", "dev")
     # One key, one meaning: the full ref, as on every materialization of the asset.
     assert spec.metadata["chartly/profile_ref"] == (
         "tenant-demo/proj-sales::connector/orders@2.1.0#dev")

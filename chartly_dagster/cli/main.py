@@ -60,8 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     profiles.add_parser(tools)
     sandbox = tools.add_parser("sandbox", help="local upstream API for demos, tests, benchmarks")
     sandbox_cmds = sandbox.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    serve = sandbox_cmds.add_parser("serve", help="serve the sandbox API on 127.0.0.1",
-                                    add_help=False)
+    serve = sandbox_cmds.add_parser(
+        "serve", help="serve the sandbox API on 127.0.0.1 (--list: endpoints and faults; "
+                      "--fault: inject one)", add_help=False)
     serve.set_defaults(handler=_sandbox_serve)
     return parser
 

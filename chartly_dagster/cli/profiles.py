@@ -14,6 +14,7 @@ from ..core.profile import profile_json_schema
 from ..core.refs import ProfileRef, format_ref, parse_ref
 from ..core.report import Invocation, document
 from ..core.windows import Window
+from . import starter
 from .common import add_format, add_profiles_dir, load_catalog, project_root
 from .output import Output
 from .render import grouped_table
@@ -42,6 +43,7 @@ def add_parser(tools: argparse._SubParsersAction) -> None:
                                                 "exit 4 when one is stale")
     golden.add_argument("--write", action="store_true", help="rewrite the golden files")
     golden.set_defaults(handler=_golden)
+    starter.add_parser(commands)
     for cmd in (schema, listing, show, golden):
         add_format(cmd)
     for cmd in (listing, show, golden):

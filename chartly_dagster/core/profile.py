@@ -659,6 +659,9 @@ Pagination = Annotated[
     CursorPagination | OffsetPagination | PagePagination | TimeWindowPagination
     | LinkPagination | NoPagination, Field(discriminator="mode"),
     _mode_union(*_PAGINATION_MODES)]
+#: every pagination mode's name, in the order above
+PAGINATION_MODES: tuple[str, ...] = tuple(
+    get_args(mode.model_fields["mode"].annotation)[0] for mode in _PAGINATION_MODES)
 
 
 class RetrySpec(StrictModel):
@@ -724,6 +727,23 @@ class PartitionsSpec(StrictModel):
         return self
 
 
+class FreshnessSpec(StrictModel):
+    """How stale the newest materialized window may get before the asset counts as late."""
+
+    fail_after_minutes: int = Field(ge=1, le=366 * 24 * 60, description=(
+        "Minutes since the last materialization after which Dagster marks the asset "
+        "failed-fresh (e.g. 1800 for a daily window with six hours to land)."))
+    warn_after_minutes: int | None = Field(None, ge=1, le=366 * 24 * 60, description=(
+        "Earlier warning threshold; must be below failAfterMinutes."))
+
+    @model_validator(mode="after")
+    def _order(self) -> FreshnessSpec:
+        if self.warn_after_minutes is not None and (
+                self.warn_after_minutes >= self.fail_after_minutes):
+            raise ValueError("freshness.warnAfterMinutes must be below failAfterMinutes")
+        return self
+
+
 class ConnectorSpec(StrictModel):
     envs: list[Env] = Field(min_length=1, description="Environments that may run this profile.")
     transport: Transport
@@ -739,6 +759,9 @@ class ConnectorSpec(StrictModel):
     partitions: PartitionsSpec
     golden: str | None = Field(None, description="Golden plan file (relative to the profiles "
                                                  "folder's parent) the determinism check uses.")
+    freshness: FreshnessSpec | None = Field(None, description=(
+        "How stale the newest window may get; the Dagster asset carries it as its "
+        "freshness policy."))
 
     @field_validator("envs")
     @classmethod

@@ -7,6 +7,7 @@ variants the prod one's, under the same asset keys.
 
 from __future__ import annotations
 
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,9 +19,11 @@ from dagster import (
     Definitions,
     PartitionsDefinition,
     SensorDefinition,
+    get_dagster_logger,
 )
 
 from ..core.catalog import ProfileCatalog, ResolvedProfile
+from ..core.errors import PreconditionFailed
 from ..core.refs import format_ref, parse_ref
 from .assets import build_connector_asset
 from .checks import build_profile_checks
@@ -35,10 +38,32 @@ DownstreamFactory = Callable[[ProjectAssets], Sequence[AssetsDefinition]]
 
 
 def profiles_for_env(profiles_dir: str | Path, env: str) -> list[ResolvedProfile]:
-    """Every resolved profile enabled for `env`; any broken profile fails the load loudly."""
+    """Every resolved profile enabled for `env`; any broken profile fails the load loudly.
+
+    A folder without profiles is an error and an env none of them enables is a warning
+    naming the folder and the envs that are enabled: either would otherwise load as a
+    code location with zero assets that `dg check defs` calls fine.
+    """
     catalog = ProfileCatalog.load(profiles_dir)
     catalog.raise_for_issues()
-    return [r for r in catalog.resolve_all() if env in r.spec.envs]
+    resolved = catalog.resolve_all()
+    if not resolved:
+        raise PreconditionFailed(
+            f"profiles folder {str(profiles_dir)!r} holds no connector profile (*.yaml); "
+            "write one with `chartly-tool profiles new NAME --pagination MODE`",
+            field="profiles_dir")
+    enabled = [r for r in resolved if env in r.spec.envs]
+    if not enabled:
+        offered = sorted({f"{format_ref(r.ref)} (envs: {', '.join(r.spec.envs)})"
+                          for r in resolved})
+        message = (f"no connector profile in {str(profiles_dir)!r} is enabled for env "
+                   f"{env!r}, so it defines no assets; the profiles there are: "
+                   f"{'; '.join(offered)}")
+        # A Python warning for code that builds definitions, and Dagster's logger because
+        # `dg check defs` / `dagster dev` load code locations where warnings are not shown.
+        warnings.warn(message, UserWarning, stacklevel=2)
+        get_dagster_logger().warning(message)
+    return enabled
 
 
 def load_profile(profiles_dir: str | Path, ref: str) -> ResolvedProfile:

@@ -122,10 +122,9 @@ TAG_PROJECT = f"{PREFIX}project"
 TAG_CONNECTOR = f"{PREFIX}connector"
 TAG_PAGINATION = f"{PREFIX}pagination"
 TAG_CADENCE = f"{PREFIX}cadence"
-#: `connector@version#variant` squeezed into the tag alphabet, e.g. `orders-2.1.0-dev`
-TAG_PROFILE = f"{PREFIX}profile"
-#: the first 32 hex digits of the resolved hash
-TAG_RESOLVED_HASH_PREFIX = f"{PREFIX}resolved_hash_prefix"
+TAG_VERSION = f"{PREFIX}version"
+TAG_VARIANT = f"{PREFIX}variant"
+# Full refs and hashes do not fit Dagster's tag-value rules: no tag holds a cut-down copy.
 
 # Definition metadata of a connector asset's spec (shown on the asset page). The full ref
 # and hash use the same keys as the materialization: the same value for the same key.

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 
-from dagster import AssetKey, AssetSpec, PartitionsDefinition
+from dagster import AssetKey, AssetSpec, FreshnessPolicy, PartitionsDefinition
 
 from ..core.catalog import ResolvedProfile
 from ..core.refs import format_ref
@@ -31,14 +32,25 @@ class ConnectorProfileTranslatorData:
     env: str
 
 
-def tag_value(text: str) -> str:
-    """Squeeze a value into Dagster's tag alphabet (letters, digits, '_', '.', '-'; <= 63)."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "-", text)[:63]
+def fitting_tags(candidates: dict[str, str]) -> dict[str, str]:
+    """The candidates whose values are valid tag values as they are.
+
+    Dagster tag values allow at most 63 of [A-Za-z0-9_.-]; a value that does not fit is
+    left out rather than shortened or rewritten, so a tag never shows something that only
+    looks like the value (full refs and hashes are definition metadata instead).
+    """
+    return {key: value for key, value in candidates.items() if _TAG_VALUE_RE.match(value)}
 
 
-def short_hash(digest: str) -> str:
-    """`sha256:<hex>` as a tag: the first 32 hex digits (collisions are not a concern here)."""
-    return digest.removeprefix("sha256:")[:32]
+def freshness_policy_for(resolved: ResolvedProfile) -> FreshnessPolicy | None:
+    """The profile's `freshness` as Dagster's time-window policy (shown in the UI)."""
+    freshness = resolved.spec.freshness
+    if freshness is None:
+        return None
+    warn = freshness.warn_after_minutes
+    return FreshnessPolicy.time_window(
+        fail_window=timedelta(minutes=freshness.fail_after_minutes),
+        warn_window=timedelta(minutes=warn) if warn is not None else None)
 
 
 def group_name_for(tenant: str, project: str) -> str:
@@ -74,19 +86,18 @@ class ConnectorProfileTranslator:
         resolved = data.resolved
         ref = resolved.ref
         meta = resolved.profile.metadata
-        tags = {key: value for key, value in meta.labels.items()
-                if _TAG_VALUE_RE.match(value) and "/" not in key}
-        tags.update({
-            md.TAG_ENV: tag_value(data.env),
-            md.TAG_TENANT: tag_value(ref.tenant),
-            md.TAG_PROJECT: tag_value(ref.project),
-            md.TAG_CONNECTOR: tag_value(resolved.connector),
+        tags = fitting_tags({key: value for key, value in meta.labels.items()
+                             if "/" not in key})
+        tags.update(fitting_tags({
+            md.TAG_ENV: data.env,
+            md.TAG_TENANT: ref.tenant,
+            md.TAG_PROJECT: ref.project,
+            md.TAG_CONNECTOR: resolved.connector,
+            md.TAG_VERSION: ref.version,
             md.TAG_CADENCE: resolved.spec.partitions.cadence,
             md.TAG_PAGINATION: resolved.spec.pagination.mode,
-            md.TAG_PROFILE: tag_value(f"{resolved.connector}@{ref.version}"
-                                      + (f"#{ref.variant}" if ref.variant else "")),
-            md.TAG_RESOLVED_HASH_PREFIX: short_hash(resolved.hash),
-        })
+            **({md.TAG_VARIANT: ref.variant} if ref.variant else {}),
+        }))
         description = (f"{meta.description}\n\n" if meta.description else "") + (
             f"Connector profile `{format_ref(ref)}` ({resolved.spec.pagination.mode} "
             f"pagination, {resolved.spec.partitions.cadence} windows), env `{data.env}`.")
@@ -101,4 +112,5 @@ class ConnectorProfileTranslator:
                       md.DEF_RESOLVED_HASH: resolved.hash,
                       md.DEF_SOURCE_PATH: resolved.source_path},
             partitions_def=self.get_partitions_def(data),
+            freshness_policy=freshness_policy_for(resolved),
         )

@@ -16,6 +16,19 @@ from .data import ENDPOINTS
 FaultKind = Literal["status", "redirect", "slow", "reset", "truncated", "malformed", "oversized",
                     "duplicate", "skip", "stuck_cursor"]
 FAULT_KINDS: frozenset[str] = frozenset(get_args(FaultKind))
+#: One line per kind, for `sandbox serve --list` and the sandbox's `GET /`.
+FAULT_SUMMARIES: dict[str, str] = {
+    "status": "answer a 4xx/5xx instead of the page (default 503; status=429 etc.)",
+    "redirect": "answer a 3xx redirect to / instead of the page",
+    "slow": "hold the response before sending it (delay_ms)",
+    "reset": "send half the body, then reset the connection",
+    "truncated": "send half the body with a matching Content-Length",
+    "malformed": "a 200 whose body is not JSON",
+    "oversized": "the page padded by 20 MiB",
+    "duplicate": "the page starts with the previous page's last record again",
+    "skip": "the page drops its first record",
+    "stuck_cursor": "the continuation points at this same page again",
+}
 HEALTH_PATH = "/health"
 ME_PATH = "/v1/me"
 KNOWN_PATHS: frozenset[str] = frozenset({*ENDPOINTS, HEALTH_PATH, ME_PATH})
@@ -90,6 +103,50 @@ class Fault:
         elif self.endpoint != path:
             return False
         return ordinal >= self.on_request and (ordinal - self.on_request) % self.every == 0
+
+
+#: The kinds whose `=VALUE` in a fault spec means something, and which field it sets.
+_SPEC_VALUE_FIELD = {"status": "status", "redirect": "status", "slow": "delay_ms"}
+FAULT_SPEC_SYNTAX = "KIND[=VALUE]:ENDPOINT[:ON_REQUEST[:TIMES]]"
+
+
+def parse_fault_spec(text: str) -> Fault:
+    """A `Fault` from the command line's `KIND[=VALUE]:ENDPOINT[:ON_REQUEST[:TIMES]]`.
+
+    VALUE is the status of `status`/`redirect` and the delay in ms of `slow`; ENDPOINT is
+    a sandbox path or `*` (every path); the fault fires on the ON_REQUEST-th request to it
+    (default 1) and on the TIMES-1 requests after it (default 1), so `status=500:/v1/events:3:4`
+    outlasts a client's four attempts and fails the window, and a re-run then resumes.
+    ValueError names what is wrong.
+    """
+    parts = text.split(":")
+    if not 2 <= len(parts) <= 4 or not all(parts):
+        raise ValueError(f"fault {text!r} must look like {FAULT_SPEC_SYNTAX}, "
+                         "e.g. status=429:/v1/events:2")
+    kind, _, value = parts[0].partition("=")
+    if kind not in FAULT_KINDS:
+        raise ValueError(f"fault {text!r}: unknown kind {kind!r}; one of "
+                         f"{', '.join(sorted(FAULT_KINDS))}")
+    params: dict[str, int] = {}
+    if value:
+        if kind not in _SPEC_VALUE_FIELD:
+            raise ValueError(f"fault {text!r}: kind {kind!r} takes no =VALUE (only "
+                             f"{', '.join(sorted(_SPEC_VALUE_FIELD))} do)")
+        params[_SPEC_VALUE_FIELD[kind]] = _spec_int(text, "VALUE", value)
+    endpoint = None if parts[1] == "*" else parts[1]
+    on_request = _spec_int(text, "ON_REQUEST", parts[2]) if len(parts) > 2 else 1
+    times = _spec_int(text, "TIMES", parts[3]) if len(parts) > 3 else 1
+    try:
+        return Fault(kind, endpoint=endpoint, on_request=on_request, times=times,  # type: ignore[arg-type]
+                     **params)
+    except ValueError as exc:
+        raise ValueError(f"fault {text!r}: {exc}") from None
+
+
+def _spec_int(text: str, what: str, value: str) -> int:
+    if not value.isdigit() or len(value) > 9:
+        raise ValueError(f"fault {text!r}: {what} must be a whole number, not {value!r}")
+    return int(value)
 
 
 class FaultPlan:

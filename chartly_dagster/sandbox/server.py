@@ -26,10 +26,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+import orjson
+
 from .config import SandboxAuth, SandboxConfig
-from .data import to_epoch_seconds
+from .data import ENDPOINTS, to_epoch_seconds
 from .endpoints import ROUTES, BadRequest, PageRequest, Reply, error_body
-from .faults import HEALTH_PATH, ME_PATH, Fault, FaultPlan
+from .faults import FAULT_SPEC_SYNTAX, FAULT_SUMMARIES, HEALTH_PATH, ME_PATH, Fault, FaultPlan
 
 REDACTED = "[redacted]"
 _STATUS_CODES = {400: "invalid_argument", 401: "unauthenticated", 403: "permission_denied",
@@ -38,6 +40,36 @@ _STATUS_CODES = {400: "invalid_argument", 401: "unauthenticated", 403: "permissi
 _MALFORMED_BODY = b'{"data": {"items": [{\'id\': evt_1, "amount": NaN,}]'
 
 LoggedRequest = tuple[str, str, dict[str, str]]
+INDEX_PATH = "/"
+
+
+def endpoint_catalog() -> list[dict[str, str]]:
+    """Every paginated endpoint and how it paginates, read off the route table.
+
+    The pagination style is the handler's docstring (after its "`/path`: " prefix), so a
+    new route documents itself here by being written the way the others are.
+    """
+    rows = []
+    for path, handler in ROUTES.items():
+        summary = " ".join((handler.__doc__ or "").split("\n\n")[0].split())
+        row = {"path": path, "pagination": summary.removeprefix(f"`{path}`:").strip()}
+        shape = ENDPOINTS.get(path)
+        if shape is not None:
+            row |= {"id_field": shape.id_key, "time_field": shape.time_key,
+                    "time_format": shape.time_style}
+        rows.append(row)
+    return rows
+
+
+def sandbox_index() -> dict[str, Any]:
+    """What `GET /` answers: the endpoints, the fault kinds and how to inject them."""
+    return {
+        "endpoints": endpoint_catalog(),
+        "faults": [{"kind": kind, "effect": effect}
+                   for kind, effect in sorted(FAULT_SUMMARIES.items())],
+        "fault_syntax": f"chartly-tool sandbox serve --fault {FAULT_SPEC_SYNTAX}",
+        "health": HEALTH_PATH,
+    }
 
 
 class _SandboxHTTPServer(ThreadingHTTPServer):
@@ -153,6 +185,9 @@ class _Handler(BaseHTTPRequestHandler):
         config = self.server.config
         if path == HEALTH_PATH:
             self._send(200, b'{"ok":true}')
+            return
+        if path == INDEX_PATH:
+            self._send(200, orjson.dumps(sandbox_index(), option=orjson.OPT_SORT_KEYS))
             return
         if path not in ROUTES and path != ME_PATH:
             self._error(404, f"no endpoint at {path}")
