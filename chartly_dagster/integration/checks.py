@@ -105,8 +105,8 @@ def judge_partitions(context: AssetCheckExecutionContext, key: AssetKey,
 
 
 def _result(name: str, verdicts: dict[str, dict[str, Any]],
-            extra: dict[str, Any] | None = None, *, other_failure: bool = False
-            ) -> AssetCheckResult:
+            extra: dict[str, Any] | None = None, *, other_failure: bool = False,
+            severity: AssetCheckSeverity = AssetCheckSeverity.ERROR) -> AssetCheckResult:
     """Per-partition verdicts in metadata; failing partitions first, a bounded sample."""
     failing = sorted(pk for pk, v in verdicts.items() if not v["ok"])
     shown = {pk: verdicts[pk] for pk in (failing or sorted(verdicts))[:SAMPLE_PARTITIONS]}
@@ -120,7 +120,7 @@ def _result(name: str, verdicts: dict[str, dict[str, Any]],
     if not verdicts:
         meta["note"] = "no materialized partition to check"
     return AssetCheckResult(check_name=name, passed=not failing and not other_failure,
-                            severity=AssetCheckSeverity.ERROR, metadata=meta)
+                            severity=severity, metadata=meta)
 
 
 def _envelope_verdict(storage: ChartlyStorageResource, partition: CheckedPartition,

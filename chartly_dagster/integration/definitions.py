@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from dagster import (
@@ -35,7 +36,8 @@ from .checks import build_profile_checks
 from .resources import ChartlyEgressResource, ChartlySecretsResource, ChartlyStorageResource
 from .schedules import ProjectAssets, profile_schedule, project_jobs
 from .summary import build_summary_asset
-from .translator import ConnectorProfileTranslator
+from .translator import ConnectorProfileTranslator, ConnectorProfileTranslatorData
+from .typed import TypedAssetSpecs, build_typed_layer
 
 SUMMARY_NAME = "daily_summary"
 
@@ -64,7 +66,10 @@ def _projects(assets: Sequence[tuple[ResolvedProfile, AssetsDefinition]]
 
 def _with_summaries(projects: list[ProjectAssets], backfill_policy: BackfillPolicy
                     ) -> tuple[list[ProjectAssets], list[AssetsDefinition]]:
-    """A daily summary for each project's daily assets, put into that project's job."""
+    """A daily summary for each project's daily assets, put into that project's job.
+
+    It reads the typed assets when they are built (`downstream`), else the connector assets.
+    """
     out, summaries = [], []
     for project in projects:
         if project.cadence != "daily":
@@ -72,10 +77,11 @@ def _with_summaries(projects: list[ProjectAssets], backfill_policy: BackfillPoli
             continue
         prefix = project.keys[0].path[:-1]
         key = AssetKey([*prefix, SUMMARY_NAME])
-        summaries.append(build_summary_asset(key, project.keys, project.partitions_def,
-                                             project.group_name, backfill_policy))
+        summaries.append(build_summary_asset(key, project.downstream or project.keys,
+                                             project.partitions_def, project.group_name,
+                                             backfill_policy))
         out.append(ProjectAssets(project.group_name, project.cadence, project.partitions_def,
-                                 project.keys, (key,)))
+                                 project.keys, (*project.downstream, key)))
     return out, summaries
 
 
@@ -85,7 +91,7 @@ def build_definitions(profiles_dir: str | Path, *, env: str = "dev",
                       storage: ChartlyStorageResource | None = None,
                       secrets: ChartlySecretsResource | None = None,
                       egress: ChartlyEgressResource | None = None,
-                      summaries: bool = True, schedules: bool = True,
+                      summaries: bool = True, schedules: bool = True, typed: bool = True,
                       schedule_status: DefaultScheduleStatus = DefaultScheduleStatus.STOPPED,
                       ) -> Definitions:
     """Assets, checks, jobs, schedules and resources for every profile `env` may run.
@@ -93,12 +99,15 @@ def build_definitions(profiles_dir: str | Path, *, env: str = "dev",
     `max_partitions_per_run` bounds how many windows one backfill run fetches (None: any
     range in one run, which `dagster asset materialize --partition-range` requires).
     Schedules start stopped, so loading a code location never starts fetching by itself.
+    `typed` adds a typed asset (and its drift check) downstream of each connector asset.
     """
     root = Path(profiles_dir)
     resolved_profiles = profiles_for_env(root, env)
     built: list[tuple[ResolvedProfile, AssetsDefinition]] = []
     seen: dict[AssetKey, ResolvedProfile] = {}
     checks = []
+    typed_assets: list[AssetsDefinition] = []
+    typed_keys: dict[AssetKey, AssetKey] = {}
     for resolved in resolved_profiles:
         asset_def = build_connector_asset(resolved, env=env, translator=translator,
                                           max_partitions_per_run=max_partitions_per_run)
@@ -112,7 +121,17 @@ def build_definitions(profiles_dir: str | Path, *, env: str = "dev",
         assert spec.partitions_def is not None
         checks.extend(build_profile_checks(resolved, spec.key, spec.partitions_def,
                                            root.resolve().parent))
-    projects = _projects(built)
+        if typed:
+            typed_spec = (translator or ConnectorProfileTranslator()).get_typed_asset_spec(
+                ConnectorProfileTranslatorData(resolved, env), spec)
+            typed_def, drift_check = build_typed_layer(
+                TypedAssetSpecs(resolved, spec, typed_spec),
+                backfill_policy_for(max_partitions_per_run))
+            typed_assets.append(typed_def)
+            checks.append(drift_check)
+            typed_keys[spec.key] = typed_spec.key
+    projects = [replace(p, downstream=tuple(typed_keys[k] for k in p.keys if k in typed_keys))
+                for p in _projects(built)]
     extra_assets: list[AssetsDefinition] = []
     if summaries:
         projects, extra_assets = _with_summaries(
@@ -125,7 +144,7 @@ def build_definitions(profiles_dir: str | Path, *, env: str = "dev",
             jobs.append(job)
             schedule_defs.append(schedule)
     return Definitions(
-        assets=[a for _, a in built] + extra_assets,
+        assets=[a for _, a in built] + typed_assets + extra_assets,
         asset_checks=checks,
         jobs=jobs,
         schedules=schedule_defs,

@@ -16,6 +16,7 @@ from ..core.catalog import ResolvedProfile
 from ..core.refs import format_ref
 from . import metadata as md
 from .partitions import partitions_def_for
+from .typed import envelope_column_schema, typed_asset_spec
 
 KINDS = {"chartly", "http", "parquet"}
 _TAG_VALUE_RE = re.compile(r"^[A-Za-z0-9_.-]{0,63}$")
@@ -99,6 +100,17 @@ class ConnectorProfileTranslator:
             tags=tags,
             metadata={md.DEF_PROFILE_REF: format_ref(ref),
                       md.DEF_RESOLVED_HASH: resolved.hash,
+                      md.COLUMN_SCHEMA: envelope_column_schema(),
                       f"{md.PREFIX}source_path": resolved.source_path},
             partitions_def=self.get_partitions_def(data),
         )
+
+    def get_typed_asset_key(self, data: ConnectorProfileTranslatorData) -> AssetKey:
+        """The typed asset next to its connector asset: `.../<connector>_typed`."""
+        path = self.get_asset_key(data).path
+        return AssetKey([*path[:-1], f"{path[-1]}_typed"])
+
+    def get_typed_asset_spec(self, data: ConnectorProfileTranslatorData,
+                             connector: AssetSpec) -> AssetSpec:
+        """The typed asset's spec (override this, calling super, to change any attribute)."""
+        return typed_asset_spec(connector, self.get_typed_asset_key(data), data.resolved)
