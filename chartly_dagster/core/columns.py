@@ -5,7 +5,8 @@ the tests share one definition of what a column's type is and when two types agr
 
 Inference rule (documented in the README):
 - every field of every record becomes a column (the union over records); nested objects
-  flatten into `parent__child` columns, arrays and empty objects are `json`;
+  flatten into `parent__child` columns (an object that is only ever empty adds none);
+  arrays are `json`;
 - a field's kind is the merge of its non-null values: equal kinds stay, `int64` and
   `float64` widen to `float64`, anything else (or an object in one record and a scalar in
   another) falls back to `json` text;
@@ -120,7 +121,7 @@ class SchemaInference:
         kinds = self._kinds
         for key, value in obj.items():
             path = (*prefix, key)
-            if isinstance(value, dict) and value:
+            if isinstance(value, dict):
                 self._objects.add(path)
                 self._walk(value, path)
             else:
@@ -128,12 +129,14 @@ class SchemaInference:
                 previous = kinds.get(path)
                 kinds[path] = kind if previous is None else merge_kinds(previous, kind)
 
-    def merge(self, other: SchemaInference) -> None:
-        """Fold in another inference (another batch of the same window)."""
-        for path, kind in other._kinds.items():
-            previous = self._kinds.get(path)
-            self._kinds[path] = kind if previous is None else merge_kinds(previous, kind)
-        self._objects |= other._objects
+    def observe_field(self, path: tuple[str, ...], kind: str) -> None:
+        """One field's kind as observed elsewhere (a batch typed by Arrow's JSON reader)."""
+        previous = self._kinds.get(path)
+        self._kinds[path] = kind if previous is None else merge_kinds(previous, kind)
+
+    def observe_object(self, path: tuple[str, ...]) -> None:
+        """A path seen holding an object somewhere."""
+        self._objects.add(path)
 
     def columns(self) -> list[InferredColumn]:
         """Sorted by column name; a path seen as an object and as a scalar is json."""

@@ -2,7 +2,10 @@
 
 Each window's `raw` JSON becomes typed columns next to the envelope's join columns. The
 file is read twice in batches (infer, then convert) when columns are inferred, once when
-they are declared; only one batch of parsed records is alive at a time. Values that do not
+they are declared; only one batch is alive at a time. Batches go through Arrow's JSON
+reader and vectorized casts; a batch Arrow refuses (mixed types, json columns, values that
+do not convert) is converted record by record with the same rules, so the fast path never
+changes a result. Values that do not
 convert to a declared type become null and are counted, with row samples, for the drift
 check to judge.
 """
@@ -10,14 +13,17 @@ check to judge.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
+import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.json as pj
 import pyarrow.parquet as pq
 
 from ..core.columns import (
@@ -26,8 +32,6 @@ from ..core.columns import (
     ConversionError,
     SchemaInference,
     convert_value,
-    kind_of,
-    merge_kinds,
     parse_column_type,
 )
 from ..core.profile import ColumnSpec
@@ -76,31 +80,154 @@ def typed_schema(columns: Sequence[TypedColumn]) -> pa.Schema:
                                        for c in columns)])
 
 
-def _open(uri: str, mode: str) -> Any:
+def _envelope_batches(uri: str, *, raw_only: bool = False) -> Iterator[pa.RecordBatch]:
     filesystem, path = fsspec.core.url_to_fs(uri)
-    if "w" in mode:
-        filesystem.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    return filesystem, path, filesystem.open(path, mode)
-
-
-def _envelope_batches(uri: str) -> Iterator[pa.RecordBatch]:
-    _, _, handle = _open(uri, "rb")
-    with handle:
-        yield from pq.ParquetFile(handle).iter_batches(
-            batch_size=BATCH_ROWS, columns=[*JOIN_COLUMNS, "raw"])
+    wanted = ["raw"] if raw_only else [*JOIN_COLUMNS, "raw"]
+    with filesystem.open(path, "rb") as handle:
+        parquet = pq.ParquetFile(handle)
+        missing = sorted(set(wanted) - set(parquet.schema_arrow.names))
+        if missing:
+            raise ValueError(f"{uri} is not an envelope file: no {', '.join(missing)} column")
+        yield from parquet.iter_batches(batch_size=BATCH_ROWS, columns=wanted)
 
 
 def _records(batch: pa.RecordBatch) -> list[dict[str, Any]]:
     return [orjson.loads(text) for text in batch.column("raw").to_pylist()]
 
 
+class _NeedsRecords(Exception):
+    """This batch needs the exact per-record path (mixed types, json columns, bad values)."""
+
+
+def _ndjson(raw: pa.Array) -> pa.BufferReader:
+    """The batch's `raw` texts as one newline-delimited buffer, without a Python string."""
+    joined = pc.binary_join_element_wise(raw, "", "\n")
+    offsets = np.frombuffer(joined.buffers()[1], dtype=np.int32)[
+        joined.offset:joined.offset + len(joined) + 1]
+    data = joined.buffers()[2]
+    return pa.BufferReader(data.slice(int(offsets[0]), int(offsets[-1] - offsets[0])))
+
+
+def _read_json(batch: pa.RecordBatch, schema: pa.Schema | None = None) -> pa.Table:
+    options = None if schema is None else pj.ParseOptions(
+        explicit_schema=schema, unexpected_field_behavior="ignore")
+    try:
+        table = pj.read_json(_ndjson(batch.column("raw")), parse_options=options,
+                             read_options=pj.ReadOptions(block_size=1 << 26))
+    except pa.ArrowInvalid as exc:
+        raise _NeedsRecords from exc
+    if table.num_rows != batch.num_rows:
+        raise _NeedsRecords
+    return table
+
+
+def _arrow_kinds(fields: Iterable[pa.Field], prefix: tuple[str, ...],
+                 inference: SchemaInference) -> None:
+    """Feed Arrow's inferred types to the inference as the rule's kinds."""
+    for fld in fields:
+        path, kind = (*prefix, fld.name), fld.type
+        if pa.types.is_struct(kind):
+            inference.observe_object(path)
+            _arrow_kinds(kind, path, inference)
+        elif pa.types.is_list(kind) or pa.types.is_large_list(kind):
+            inference.observe_field(path, "json")
+        elif pa.types.is_null(kind):
+            inference.observe_field(path, "null")
+        elif pa.types.is_boolean(kind):
+            inference.observe_field(path, "bool")
+        elif pa.types.is_integer(kind):
+            inference.observe_field(path, "int64")
+        elif pa.types.is_floating(kind):
+            inference.observe_field(path, "float64")
+        else:  # strings, and strings Arrow took for timestamps: the rule never guesses
+            inference.observe_field(path, "string")
+
+
 def infer_window_columns(uri: str) -> list[TypedColumn]:
-    """First pass: the inferred schema of one envelope file, one batch in memory at a time."""
+    """First pass: the inferred schema of one envelope file, one batch in memory at a time.
+
+    Arrow's JSON reader types a batch in C++; a batch it refuses (a field that is a number
+    in one record and text in another) is walked record by record. Both feed the same rule.
+    """
     inference = SchemaInference()
-    for batch in _envelope_batches(uri):
-        for record in _records(batch):
-            inference.observe(record)
+    for batch in _envelope_batches(uri, raw_only=True):
+        try:
+            table = _read_json(batch)
+        except _NeedsRecords:
+            for record in _records(batch):
+                inference.observe(record)
+            continue
+        _arrow_kinds(table.schema, (), inference)
     return [TypedColumn(c.name, c.path, ColumnType(c.kind)) for c in inference.columns()]
+
+
+def _read_type(column: TypedColumn) -> pa.DataType | None:
+    """What Arrow's JSON reader reads a column's source as (None: only per record)."""
+    name = column.type.name
+    if name in ("json",):
+        return None
+    if name == "timestamp":
+        return pa.string() if column.format == "rfc3339" else pa.float64()
+    if name == "date":
+        return pa.string()
+    return arrow_type(column.type)
+
+
+def read_schema(columns: Sequence[TypedColumn]) -> pa.Schema | None:
+    """The explicit schema that reads every column's source path, or None if none can."""
+    tree: dict[str, Any] = {}
+    for column in columns:
+        leaf_type = _read_type(column)
+        if leaf_type is None:
+            return None
+        node = tree
+        for part in column.path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                return None
+        known = node.setdefault(column.path[-1], leaf_type)
+        if known != leaf_type:  # two columns read one path differently, or a path is a node
+            return None
+
+    def fields(node: dict[str, Any]) -> list[pa.Field]:
+        return [pa.field(k, pa.struct(fields(v)) if isinstance(v, dict) else v)
+                for k, v in node.items()]
+
+    return pa.schema(fields(tree))
+
+
+def _finish(array: pa.Array, column: TypedColumn) -> pa.Array:
+    name = column.type.name
+    if name == "timestamp" and column.format == "rfc3339":
+        return pc.cast(array, _TS)
+    if name == "timestamp":
+        scale = 1_000 if column.format == "epoch_ms" else 1_000_000
+        micros = pc.round(pc.multiply(array, float(scale)))
+        return pc.cast(pc.cast(micros, pa.int64()), _TS)
+    if name == "date":
+        return pc.cast(array, pa.date32())
+    return array
+
+
+def _arrow_columns(batch: pa.RecordBatch, columns: Sequence[TypedColumn],
+                   schema: pa.Schema | None) -> list[pa.Array]:
+    """Every column of one batch through Arrow's JSON reader and vectorized casts."""
+    if schema is None:
+        raise _NeedsRecords
+    table = _read_json(batch, schema)
+    out = []
+    for column in columns:
+        array: Any = table.column(column.path[0])
+        for part in column.path[1:]:
+            array = pc.struct_field(array, part)
+        try:
+            array = _finish(array.combine_chunks(), column)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise _NeedsRecords from exc
+        if not column.nullable and array.null_count:
+            raise _NeedsRecords
+        out.append(array)
+    return out
 
 
 def _value(record: dict[str, Any], path: tuple[str, ...]) -> Any:
@@ -116,16 +243,14 @@ def _value(record: dict[str, Any], path: tuple[str, ...]) -> Any:
 
 @dataclass
 class ColumnReport:
-    """What one column saw in a window: kinds observed, conversion errors with samples."""
+    """What one column saw in a window: nulls, and values that did not convert (samples)."""
 
-    kind: str = "null"
-    missing: int = 0
+    nulls: int = 0
     errors: int = 0
     samples: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "missing": self.missing, "errors": self.errors,
-                "samples": self.samples}
+        return {"nulls": self.nulls, "errors": self.errors, "samples": self.samples}
 
 
 @dataclass(frozen=True)
@@ -140,28 +265,26 @@ class TypedWindow:
 
     @property
     def observed(self) -> dict[str, str]:
-        """Column name -> observed kind: what the drift check compares between partitions."""
-        return {name: report.kind for name, report in sorted(self.report.items())}
+        """Column name -> type: what the drift check compares between partitions."""
+        return {c.name: str(c.type) for c in sorted(self.columns, key=lambda c: c.name)}
 
     @property
     def errors(self) -> int:
         return sum(r.errors for r in self.report.values())
 
 
-def _convert_column(column: TypedColumn, records: list[dict[str, Any]], ids: list[str],
-                    report: ColumnReport) -> pa.Array:
+def _record_column(column: TypedColumn, records: list[dict[str, Any]], ids: list[str],
+                   report: ColumnReport) -> pa.Array:
+    """One column converted record by record, each failure counted with a row sample."""
     out: list[Any] = []
     append = out.append
     for index, record in enumerate(records):
         value = _value(record, column.path)
         if value is _MISSING or value is None:
-            report.missing += value is _MISSING
             append(None)
             if not column.nullable:
                 _error(report, ids[index], value, "null or missing in a non-nullable column")
             continue
-        report.kind = merge_kinds(report.kind, kind_of(value) if not isinstance(
-            value, dict | list) else "json")
         try:
             append(convert_value(value, column.type, column.format))
         except ConversionError as exc:
@@ -190,18 +313,25 @@ def type_window(source_uri: str, target_uri: str,
     """
     columns = list(declared) if declared is not None else infer_window_columns(source_uri)
     schema = typed_schema(columns)
+    fast = read_schema(columns)
     report = {c.name: ColumnReport() for c in columns}
-    filesystem, final, _ = _open(target_uri, "wb")
+    filesystem, final = fsspec.core.url_to_fs(target_uri)
+    filesystem.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
     tmp = f"{final.rsplit('/', 1)[0]}/.{uuid.uuid4().hex}.tmp"
     rows = 0
     try:
         with filesystem.open(tmp, "wb") as handle, pq.ParquetWriter(
                 handle, schema, compression="snappy") as writer:
             for batch in _envelope_batches(source_uri):
-                records = _records(batch)
-                ids = batch.column("event_id").to_pylist()
-                arrays = [batch.column(name) for name in JOIN_COLUMNS]
-                arrays += [_convert_column(c, records, ids, report[c.name]) for c in columns]
+                try:
+                    typed = _arrow_columns(batch, columns, fast)
+                except _NeedsRecords:
+                    records = _records(batch)
+                    ids = batch.column("event_id").to_pylist()
+                    typed = [_record_column(c, records, ids, report[c.name]) for c in columns]
+                for column, array in zip(columns, typed, strict=True):
+                    report[column.name].nulls += array.null_count
+                arrays = [batch.column(name) for name in JOIN_COLUMNS] + typed
                 writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
                 rows += batch.num_rows
         filesystem.mv(tmp, final)
