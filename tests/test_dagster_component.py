@@ -43,6 +43,8 @@ from tests.fixtures_profiles import SECRETS, copy_profiles, sandbox_config
 COMPONENT_TYPE = "chartly_dagster.integration.ConnectorProfilesComponent"
 ORDERS = AssetKey(["tenant-demo", "proj-sales", "orders"])
 CONNECTORS = {"orders", "invoices", "sales-events", "sales-feed", "metrics", "tickets"}
+#: every asset name the component builds: connectors, their typed assets, the summaries
+ASSET_NAMES = CONNECTORS | {f"{c}_typed" for c in CONNECTORS} | {"daily_summary"}
 DG = str(Path(sys.executable).parent / "dg")
 
 
@@ -113,7 +115,7 @@ def test_defs_yaml_loads_the_same_definitions_as_build_definitions(
 
         graph = defs.resolve_asset_graph()
         keys = graph.get_all_asset_keys()
-        assert {k.path[-1] for k in keys} == CONNECTORS | {"daily_summary"}
+        assert {k.path[-1] for k in keys} == ASSET_NAMES
         hand_written = build_definitions(component_dir / "profiles", env="dev",
                                          max_partitions_per_run=None, schedules=False)
         assert keys == hand_written.resolve_asset_graph().get_all_asset_keys()
@@ -155,7 +157,7 @@ def test_component_subclass_decides_asset_specs(tmp_path: Path,
     _write_defs_yaml(component_dir, f"{__name__}.FlatConnectorProfiles", {"schedules": False})
     keys = _load(project, monkeypatch).resolve_asset_graph().get_all_asset_keys()
     # The summary of the (now single) group takes the connectors' key prefix.
-    assert keys == {AssetKey(["raw", c]) for c in CONNECTORS | {"daily_summary"}}
+    assert keys == {AssetKey(["raw", c]) for c in ASSET_NAMES}
 
 
 def test_dg_cli_finds_scaffolds_and_lists_the_component(tmp_path: Path) -> None:
@@ -195,8 +197,8 @@ def test_dg_cli_finds_scaffolds_and_lists_the_component(tmp_path: Path) -> None:
     assert ORDERS.to_user_string() in assets
     assert assets[ORDERS.to_user_string()]["source"] == (
         f"src/{module}/defs/connectors/defs.yaml:1")
-    assert {a.rsplit("/", 1)[-1] for a in assets} == CONNECTORS | {"daily_summary"}
+    assert {a.rsplit("/", 1)[-1] for a in assets} == ASSET_NAMES
     checks = {c["key"] for c in listed_defs["asset_checks"]}
     assert {f"{ORDERS.to_user_string()}:envelope_valid",
             f"{ORDERS.to_user_string()}:deterministic"} <= checks
-    assert len(checks) == 2 * len(CONNECTORS) and len(listed_defs["schedules"]) == 6
+    assert len(checks) == 3 * len(CONNECTORS) and len(listed_defs["schedules"]) == 6
