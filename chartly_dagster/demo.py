@@ -2,7 +2,8 @@
 
 `demo` starts the sandbox upstream on port 8765 (where the `#dev` variants point),
 materializes seven explicit daily windows of every dev profile through the project jobs
-(asset, blocking checks, summary) into `dagster_home/`, and prints what landed. `ui` starts
+(asset, blocking checks, typed asset and its drift check, summary) into `dagster_home/`,
+and prints what landed, typed row counts included. `ui` starts
 the same sandbox and `dagster dev` on workspace.yaml, so the runs can be inspected and new
 partitions materialized from the UI.
 """

@@ -1,7 +1,8 @@
 """An example downstream asset: a daily summary of a project's ingested partitions, in pandas.
 
-It exists to show the gate: it reads only what the blocking checks let through, so a
-failing `envelope_valid` or `deterministic` check on any upstream visibly skips it.
+It exists to show the gate: it reads the typed assets (typed columns, never `raw`), which
+only exist for what the blocking checks let through, so a failing `envelope_valid`,
+`deterministic` or declared `schema_drift` check on any upstream visibly skips it.
 """
 
 # No `from __future__ import annotations`: Dagster inspects the decorated functions' real
@@ -77,7 +78,7 @@ def _summary_asset(key: AssetKey, upstream: Sequence[AssetKey],
            backfill_policy=backfill_policy,
            kinds={"pandas", "parquet"},
            description="Records per upstream and record type for each window (example "
-                       "downstream of the connector assets, gated by their checks).")
+                       "downstream of the typed assets, gated by the checks).")
     def _daily_summary(context: AssetExecutionContext,
                        chartly_storage: ChartlyStorageResource) -> MaterializeResult:
         destination = chartly_storage.destination(context.instance)
