@@ -18,14 +18,13 @@ Inference rule (documented in the README):
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
-
-import orjson
 
 SCALAR_TYPES = ("string", "int64", "float64", "bool", "timestamp", "date", "json")
 TIMESTAMP_FORMATS = ("rfc3339", "epoch_s", "epoch_ms")
@@ -198,7 +197,7 @@ def convert_value(value: Any, declared: ColumnType, fmt: str = "rfc3339") -> Any
     """One JSON value as the Python value of its declared type; raises ConversionError."""
     name = declared.name
     if name == "json":
-        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     if name == "string":
         if isinstance(value, str):
             return value

@@ -143,8 +143,13 @@ def build_typed_asset(specs: TypedAssetSpecs, backfill_policy: BackfillPolicy
                         f"{source_key.to_user_string()} partition {partition} has no "
                         f"materialized file to type; materialize it first"))
                 window = window_for_partition(partitions_def, partition)
-                typed = type_window(uri, f"{destination}/{typed_relative(spec.key, window)}",
-                                    declared)
+                try:
+                    typed = type_window(uri, f"{destination}/{typed_relative(spec.key, window)}",
+                                        declared)
+                except (OSError, ValueError) as exc:
+                    raise Failure(description=(
+                        f"{spec.key.to_user_string()} partition {partition}: could not type "
+                        f"{uri}: {exc}")) from exc
                 context.add_asset_metadata(_typed_metadata(typed, window, declared is not None),
                                            partition_key=partition)
                 context.log.info(f"{partition}: {typed.rows} typed rows, "
