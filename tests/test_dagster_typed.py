@@ -87,8 +87,9 @@ def test_schema_is_in_the_definitions_before_any_run(sandbox_profiles: Path) -> 
 
 def test_typed_keys_come_from_the_translator(sandbox_profiles: Path) -> None:
     class Layered(ConnectorProfileTranslator):
-        def get_typed_asset_key(self, data: ConnectorProfileTranslatorData) -> AssetKey:
-            return self.get_asset_key(data).with_prefix("typed")
+        def get_typed_asset_key(self, data: ConnectorProfileTranslatorData,
+                                connector_key: AssetKey) -> AssetKey:
+            return connector_key.with_prefix("typed")
 
     keys = build_definitions(sandbox_profiles, env="dev", translator=Layered()
                              ).resolve_asset_graph().get_all_asset_keys()

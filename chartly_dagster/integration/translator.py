@@ -105,12 +105,14 @@ class ConnectorProfileTranslator:
             partitions_def=self.get_partitions_def(data),
         )
 
-    def get_typed_asset_key(self, data: ConnectorProfileTranslatorData) -> AssetKey:
-        """The typed asset next to its connector asset: `.../<connector>_typed`."""
-        path = self.get_asset_key(data).path
-        return AssetKey([*path[:-1], f"{path[-1]}_typed"])
+    def get_typed_asset_key(self, data: ConnectorProfileTranslatorData,
+                            connector_key: AssetKey) -> AssetKey:
+        """The typed asset next to its connector asset (whatever key the spec got):
+        `.../<connector>_typed`."""
+        return AssetKey([*connector_key.path[:-1], f"{connector_key.path[-1]}_typed"])
 
     def get_typed_asset_spec(self, data: ConnectorProfileTranslatorData,
                              connector: AssetSpec) -> AssetSpec:
         """The typed asset's spec (override this, calling super, to change any attribute)."""
-        return typed_asset_spec(connector, self.get_typed_asset_key(data), data.resolved)
+        return typed_asset_spec(connector, self.get_typed_asset_key(data, connector.key),
+                                data.resolved)
