@@ -175,7 +175,7 @@ class ConversionError(ValueError):
 
 def _timestamp(value: Any, fmt: str) -> datetime:
     if fmt == "rfc3339":
-        if not isinstance(value, str) or "T" not in value.upper():
+        if not isinstance(value, str):
             raise ConversionError("expected an RFC3339 timestamp")
         try:
             moment = datetime.fromisoformat(value.replace("z", "Z"))

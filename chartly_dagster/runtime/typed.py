@@ -5,9 +5,8 @@ file is read twice in batches (infer, then convert) when columns are inferred, o
 they are declared; only one batch is alive at a time. Batches go through Arrow's JSON
 reader and vectorized casts; a batch Arrow refuses (mixed types, json columns, values that
 do not convert) is converted record by record with the same rules, so the fast path never
-changes a result. Values that do not
-convert to a declared type become null and are counted, with row samples, for the drift
-check to judge.
+changes a result. Values that do not convert to a declared type become null and are
+counted, with row samples, for the drift check to judge.
 """
 
 from __future__ import annotations
@@ -164,7 +163,7 @@ def infer_window_columns(uri: str) -> list[TypedColumn]:
 def _read_type(column: TypedColumn) -> pa.DataType | None:
     """What Arrow's JSON reader reads a column's source as (None: only per record)."""
     name = column.type.name
-    if name in ("json",):
+    if name == "json":
         return None
     if name == "timestamp":
         return pa.string() if column.format == "rfc3339" else pa.float64()
@@ -260,7 +259,6 @@ class TypedWindow:
     uri: str
     rows: int
     columns: tuple[TypedColumn, ...]
-    schema: pa.Schema
     report: dict[str, ColumnReport]
 
     @property
@@ -338,7 +336,7 @@ def type_window(source_uri: str, target_uri: str,
     finally:
         if filesystem.exists(tmp):
             filesystem.rm(tmp)
-    return TypedWindow(target_uri, rows, tuple(columns), schema, report)
+    return TypedWindow(target_uri, rows, tuple(columns), report)
 
 
 def typed_dataset(root: str) -> ds.Dataset:
