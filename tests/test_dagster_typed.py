@@ -229,3 +229,42 @@ def test_inferred_drift_between_partitions_warns_naming_fields(
     assert verdict == {"ok": False, "previous_partition": "2026-01-08", "added": ["priority"],
                        "removed": ["text"],
                        "retyped": [{"column": "amount", "from": "float64", "to": "string"}]}
+
+
+def test_bad_raw_data_never_reaches_the_typed_asset(
+        sandbox: Sandbox, sandbox_profiles: Path, secrets_env: dict,
+        dagster_instance: DagsterInstance) -> None:
+    defs = build_definitions(sandbox_profiles, env="dev")
+    assets = [a for a in defs.assets or [] if set(a.keys) & {ORDERS, ORDERS_TYPED}]
+    checks = [c for c in defs.asset_checks or [] if {k.asset_key for k in c.check_keys}
+              & {ORDERS, ORDERS_TYPED}]
+
+    def checks_then_typed() -> Any:
+        return materialize([*assets, *checks], instance=dagster_instance,
+                           partition_key="2026-01-11", resources=defs.resources,
+                           raise_on_error=False,
+                           selection=AssetSelection.checks_for_assets(ORDERS)
+                           | AssetSelection.assets(ORDERS_TYPED))
+
+    def typed_materialized(result: Any) -> bool:
+        return any(e.event_type == DagsterEventType.ASSET_MATERIALIZATION
+                   and e.asset_key == ORDERS_TYPED for e in result.all_events)
+
+    assert materialize([*assets, *checks], instance=dagster_instance,
+                       partition_key="2026-01-11", resources=defs.resources,
+                       selection=AssetSelection.assets(ORDERS)).success
+    path = _latest(dagster_instance, ORDERS, "2026-01-11")[md.URI].removeprefix("file://")
+    table = pq.read_table(path)
+    raws = table.column("raw").to_pylist()
+    raws[0] = raws[0].replace('"currency"', '"tampered":1,"currency"', 1)  # hash now wrong
+    pq.write_table(table.set_column(table.schema.get_field_index("raw"),
+                                    table.schema.field("raw"), pa.array(raws)), path)
+    blocked = checks_then_typed()
+    assert not blocked.success
+    assert not next(e for e in _evaluations(blocked, ORDERS)
+                    if e.check_name == "envelope_valid").passed
+    assert not typed_materialized(blocked)
+    # The same run over the untouched file does type it: the check was the gate.
+    pq.write_table(table, path)
+    passed = checks_then_typed()
+    assert passed.success and typed_materialized(passed)
