@@ -83,6 +83,10 @@ def test_schema_is_in_the_definitions_before_any_run(sandbox_profiles: Path) -> 
               if k.name == DRIFT_CHECK}
     assert checks[(ORDERS_TYPED, DRIFT_CHECK)].blocking
     assert not checks[(FEED_TYPED, DRIFT_CHECK)].blocking
+    # The profile's schedule job types what it fetches.
+    job = build_definitions(sandbox_profiles, env="dev").resolve_job_def(
+        "tenant_demo__proj_sales__orders_job")
+    assert job.asset_layer.selected_asset_keys == {ORDERS, ORDERS_TYPED}
 
 
 def test_typed_keys_come_from_the_translator(sandbox_profiles: Path) -> None:

@@ -140,7 +140,9 @@ def build_definitions(profiles_dir: str | Path, *, env: str = "dev",
     schedule_defs = []
     if schedules:
         for key in seen:
-            job, schedule = profile_schedule(key, default_status=schedule_status)
+            job, schedule = profile_schedule(
+                key, default_status=schedule_status,
+                downstream=(typed_keys[key],) if key in typed_keys else ())
             jobs.append(job)
             schedule_defs.append(schedule)
     return Definitions(
