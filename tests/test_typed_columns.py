@@ -43,6 +43,8 @@ INFERENCE_TABLE: list[tuple[str, list[dict[str, Any]], list[tuple[str, str, str]
     ("strings are never guessed as timestamps", [{"t": "2026-02-01T00:00:00Z"}],
      [("t", "t", "string")]),
     ("ints beyond int64 are json", [{"big": 2 ** 70}], [("big", "big", "json")]),
+    ("colliding names are numbered in path order", [{"a": {"b": 1}}, {"a__b": "x"}],
+     [("a__b", "a.b", "int64"), ("a__b_2", "a__b", "string")]),
 ]
 
 

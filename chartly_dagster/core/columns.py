@@ -31,11 +31,8 @@ TIMESTAMP_FORMATS = ("rfc3339", "epoch_s", "epoch_ms")
 #: envelope columns every typed row keeps, to join back to the envelope file
 JOIN_COLUMNS = ("event_id", "record_id", "record_type", "occurred_at", "window_start",
                 "window_end")
-#: kinds inference observes; `null` means "no value seen yet" and merges into anything
-KINDS = ("null", "bool", "int64", "float64", "string", "json")
 _DECIMAL_RE = re.compile(r"^decimal\((\d{1,2}),\s*(\d{1,2})\)$")
 _INT64 = (-(2 ** 63), 2 ** 63 - 1)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -96,16 +93,6 @@ def merge_kinds(a: str, b: str) -> str:
     return "json"
 
 
-def compatible(declared: ColumnType, kind: str) -> bool:
-    """Whether values of an observed kind can convert to a declared type (null always can)."""
-    if kind == "null" or declared.name == "json":
-        return True
-    allowed = {"string": {"string"}, "int64": {"int64"}, "float64": {"int64", "float64"},
-               "bool": {"bool"}, "timestamp": {"string", "int64", "float64"},
-               "date": {"string"}, "decimal": {"int64", "float64", "string"}}
-    return kind in allowed[declared.name]
-
-
 class SchemaInference:
     """Accumulates the field kinds of records; `columns()` is the inferred schema."""
 
@@ -141,12 +128,16 @@ class SchemaInference:
         """Sorted by column name; a path seen as an object and as a scalar is json."""
         clashing = {path for path in self._objects if self._kinds.get(path, "null") != "null"}
         out: dict[str, InferredColumn] = {}
-        for path, kind in self._kinds.items():
+        for path, kind in sorted(self._kinds.items()):
             if any(path[:n] in clashing for n in range(1, len(path))):
                 continue  # folded into an ancestor that fell back to json
             if path in self._objects and path not in clashing:
                 continue  # only ever null or an object: its children are the columns
             name = column_name(path)
+            taken = 1
+            while name in out:  # `a__b` and `a.b`: the later path (sorted) gets a number
+                taken += 1
+                name = f"{column_name(path)}_{taken}"
             out[name] = InferredColumn(name, path, "json" if path in clashing else
                                        "string" if kind == "null" else kind)
         return [out[name] for name in sorted(out)]
