@@ -11,7 +11,8 @@ Inference rule (documented in the README):
   `float64` widen to `float64`, anything else (or an object in one record and a scalar in
   another) falls back to `json` text;
 - strings stay strings: inference never guesses timestamps or dates (declare them);
-- columns are sorted by name, so the same records give the same schema in any order;
+- columns are sorted by name, so the same records give the same schema in any order (two
+  paths that flatten to one name: the later path, in sorted order, gets `_2`);
 - a field whose column name is a join column (`event_id`, `occurred_at`, ...) is kept as
   `raw_<name>`.
 """
