@@ -196,8 +196,8 @@ def build_drift_check(resolved: ResolvedProfile, key: AssetKey,
             context, key, partitions_def,
             lambda partition, _window: _declared_verdict(partition) if declared
             else _inferred_verdict(context, key, partitions_def, partition))
-        return _result(DRIFT_CHECK, verdicts, {md.PREFIX + "columns":
-                                               "declared" if declared else "inferred"},
+        return _result(DRIFT_CHECK, verdicts,
+                       {COLUMNS_SOURCE: "declared" if declared else "inferred"},
                        severity=AssetCheckSeverity.ERROR if declared
                        else AssetCheckSeverity.WARN)
 
