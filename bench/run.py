@@ -88,8 +88,9 @@ def worker_chartly(port: int, records: int, page: int, out: Path, *,
     with its checkpoint, so a failed window can resume after its last page.
     """
     from chartly_dagster.core.catalog import ProfileCatalog
+    from chartly_dagster.core.plan import build_plan
     from chartly_dagster.core.windows import Window
-    from chartly_dagster.runtime.executor import fetch_window
+    from chartly_dagster.runtime.executor import NetworkOptions, WindowTarget, fetch_window
 
     folder = out / "profiles"
     folder.mkdir()
@@ -97,9 +98,11 @@ def worker_chartly(port: int, records: int, page: int, out: Path, *,
     catalog = ProfileCatalog.load(folder)
     catalog.raise_for_issues()
     resolved = catalog.resolve_all()[0]
-    result = fetch_window(resolved, Window.parse(WINDOW_START, _window_end(records)),
-                          env="dev", destination=str(out / "data"),
-                          on_page=(lambda progress: None) if resumable else None)
+    window = Window.parse(WINDOW_START, _window_end(records))
+    result = fetch_window(resolved, window, build_plan(resolved, window),
+                          target=WindowTarget.at(str(out / "data"), resumable=resumable),
+                          network=NetworkOptions("dev"),
+                          on_progress=(lambda event: None) if resumable else None)
     return result.records
 
 

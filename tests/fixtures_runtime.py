@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,11 +21,22 @@ import pytest
 import yaml
 
 from chartly_dagster.core.catalog import ProfileCatalog, ResolvedProfile
+from chartly_dagster.core.plan import Limits, build_plan
 from chartly_dagster.core.refs import parse_ref
 from chartly_dagster.core.windows import Window
 from chartly_dagster.runtime import ratelimit
-from chartly_dagster.runtime.executor import PageProgress, ResumeState, WindowResult, fetch_window
-from chartly_dagster.runtime.parquet import read_window_file
+from chartly_dagster.runtime.egress import EnvPolicy
+from chartly_dagster.runtime.executor import (
+    Checkpoint,
+    NetworkOptions,
+    PageProgress,
+    RunEvent,
+    Seams,
+    WindowResult,
+    WindowTarget,
+    fetch_window,
+)
+from chartly_dagster.runtime.storage import read_window_file
 from chartly_dagster.sandbox import Sandbox, SandboxConfig, run_sandbox
 from chartly_dagster.sandbox.data import Stream
 from tests.fixtures_profiles import SECRETS, copy_profiles, sandbox_config, sandbox_secrets
@@ -110,10 +121,27 @@ class Live:
 
     def fetch(self, name: str, window: Window, *, variant: str = "dev",
               sleep: RecordingSleep | None = None, dest: Path | None = None,
-              **kwargs: Any) -> WindowResult:
-        return fetch_window(self.resolve(name, variant), window, env="dev",
-                            destination=str(dest or self.out), secrets=sandbox_secrets(),
-                            sleep=sleep or RecordingSleep(), rng=random.Random(0), **kwargs)
+              limits: Limits | None = None, resume: Checkpoint | None = None,
+              on_page: Callable[[PageProgress], None] | None = None,
+              on_progress: Callable[[RunEvent], None] | None = None,
+              env_policy: EnvPolicy | None = None) -> WindowResult:
+        """Fetch like the Dagster assets when `on_page`, `on_progress` or `resume` is given
+        (pages staged, resumable), else like the CLI."""
+        resolved = self.resolve(name, variant)
+
+        def report(event: RunEvent) -> None:
+            if on_progress is not None:
+                on_progress(event)
+            if on_page is not None and isinstance(event, PageProgress):
+                on_page(event)
+
+        resumable = on_page is not None or on_progress is not None or resume is not None
+        return fetch_window(
+            resolved, window, build_plan(resolved, window, limits),
+            target=WindowTarget.at(str(dest or self.out), resumable=resumable),
+            network=NetworkOptions("dev", sandbox_secrets(), env_policy), resume=resume,
+            on_progress=report if resumable else None,
+            seams=Seams(sleep=sleep or RecordingSleep(), rng=random.Random(0)))
 
     def truth(self, name: str, window: Window) -> list[dict[str, Any]]:
         return self.sandbox.ground_truth(PROFILES[name][2], window.start, window.end)
@@ -193,6 +221,6 @@ def rows_without_wall_clock(table: pa.Table) -> list[dict[str, Any]]:
     return table.drop_columns(["collected_at", "ingested_at"]).to_pylist()
 
 
-def last_resume(progress: list[PageProgress]) -> ResumeState:
-    """The resume state a caller would persist from the last `on_page` it saw."""
-    return ResumeState.from_dict(progress[-1].resume.to_dict())
+def last_resume(progress: list[PageProgress]) -> Checkpoint:
+    """The checkpoint a caller would persist (in its stored form) from the last page it saw."""
+    return Checkpoint.from_contract(progress[-1].checkpoint.to_contract())

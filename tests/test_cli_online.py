@@ -7,7 +7,9 @@ real CLI entry point with secrets from the environment.
 
 from __future__ import annotations
 
+import io
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -143,3 +145,84 @@ def test_doctor_network_error(live_profiles: LiveProfiles, token_env: None,
     code, doc, _ = _run(capsys, _argv(live_profiles, "doctor"))
     assert code == 1 and doc["doctor"]["category"] == "network"
     assert doc["doctor"]["latency_ms"] is None
+
+
+def _window(start: str, end: str) -> list[str]:
+    return ["--window-start", start, "--window-end", end]
+
+
+def test_run_files_are_named_by_window_start_and_end(
+        live_profiles: LiveProfiles, token_env: None, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    argv = _argv(live_profiles, "run", "--output", str(tmp_path))[:-len(DAY)]
+    day = _run(capsys, [*argv, *DAY])
+    week = _run(capsys, [*argv, *_window("2026-02-01T00:00:00Z", "2026-02-08T00:00:00Z")])
+    assert day[0] == week[0] == 0
+    names = sorted(p.name for p in tmp_path.rglob("*.parquet"))
+    assert names == ["2026-02-01T00_00_00Z--2026-02-02T00_00_00Z.parquet",
+                     "2026-02-01T00_00_00Z--2026-02-08T00_00_00Z.parquet"]
+
+
+def test_run_refuses_to_overwrite_another_plans_file_unless_asked(
+        live_profiles: LiveProfiles, token_env: None, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    argv = _argv(live_profiles, "run", "--output", str(tmp_path))
+    code, first, _ = _run(capsys, argv)
+    path = Path(first["results"]["output"].removeprefix("file://"))
+    assert _run(capsys, argv)[0] == 0  # the same plan again replaces its own file
+    before = path.read_bytes()
+    requests = live_profiles.sandbox.request_count()
+    # Another cap is another plan (its hash differs): its window file would replace this one.
+    code, doc, _ = _run(capsys, [*argv, "--max-pages", "1"])
+    assert code == 3 and doc["validation"]["code"] == "precondition_failed"
+    (finding,) = doc["validation"]["findings"]
+    assert finding["path"] == "--overwrite" and str(path) in finding["message"]
+    assert first["plan"]["plan_hash"] in finding["message"]
+    assert live_profiles.sandbox.request_count() == requests  # refused before any request
+    assert path.read_bytes() == before
+    code, doc, _ = _run(capsys, [*argv, "--max-pages", "1", "--overwrite"])
+    assert code == 0 and doc["results"]["pages"] == 1 and doc["results"]["capped_by"] == "max_pages"
+
+
+@pytest.mark.parametrize("kind", ["file", "proc", "sys"])
+def test_run_output_that_is_not_a_writable_folder_names_it(
+        live_profiles: LiveProfiles, token_env: None, tmp_path: Path, kind: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    output = {"file": str(tmp_path / "hostname"), "proc": "/proc/self/chartly",
+              "sys": "/sys/chartly-out"}[kind]
+    if kind == "file":
+        Path(output).write_text("a file\n")
+    code, doc, text = _run(capsys, _argv(live_profiles, "run", "--output", output))
+    assert code == 3 and doc["validation"]["code"] == "precondition_failed"
+    (finding,) = doc["validation"]["findings"]
+    assert finding["path"] == "--output" and repr(output) in finding["message"]
+    assert "Traceback" not in text
+    assert live_profiles.sandbox.request_count() == 0
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _volatile(doc: dict[str, Any]) -> dict[str, Any]:
+    return {**doc, "results": {**doc["results"], "duration_seconds": 0, "file_bytes": 0}}
+
+
+def test_run_shows_progress_on_a_terminal_only_and_stdout_is_unchanged(
+        live_profiles: LiveProfiles, token_env: None, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = _argv(live_profiles, "run", "--output", str(tmp_path))
+    code, quiet, text = _run(capsys, argv)
+    assert code == 0 and "records/s" not in text  # captured stderr is no terminal
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    code, shown, _ = _run(capsys, argv)
+    assert code == 0 and _volatile(shown) == _volatile(quiet)
+    lines = terminal.getvalue().split("\r")
+    pages = shown["results"]["pages"]
+    assert [line.split()[1] for line in lines if line.startswith("page ")] == [
+        str(page) for page in range(1, pages + 1)]
+    last = lines[-1]
+    assert f"records {shown['results']['records']:,}" in last
+    assert "records/s" in last and "elapsed" in last and last.endswith("\n")

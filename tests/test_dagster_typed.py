@@ -22,17 +22,23 @@ from dagster import (
     Definitions,
     materialize,
 )
-from dagster._core.storage.tags import (
+
+from chartly_dagster.integration import (
+    ConnectorProfileTranslator,
+    PartitionMetadata,
+    TypedPartitionMetadata,
+    build_definitions,
+)
+from chartly_dagster.integration import metadata as md
+from chartly_dagster.integration._compat import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
 )
-
-from chartly_dagster.integration import ConnectorProfileTranslator, build_definitions
-from chartly_dagster.integration import metadata as md
 from chartly_dagster.integration.translator import ConnectorProfileTranslatorData
 from chartly_dagster.integration.typed import DRIFT_CHECK
-from chartly_dagster.runtime.envelope_arrow import ENVELOPE_ARROW_SCHEMA
+from chartly_dagster.runtime.envelope import ENVELOPE_ARROW_SCHEMA
 from chartly_dagster.sandbox import Sandbox
+from examples.summary import daily_summaries
 
 SALES = ["tenant-demo", "proj-sales"]
 ORDERS = AssetKey([*SALES, "orders"])
@@ -41,6 +47,9 @@ FEED = AssetKey([*SALES, "sales-feed"])
 FEED_TYPED = AssetKey([*SALES, "sales-feed_typed"])
 SUMMARY = AssetKey([*SALES, "daily_summary"])
 SALES_JOB = "tenant_demo__proj_sales"
+URI = PartitionMetadata.key("uri")
+ROW_COUNT = PartitionMetadata.ROW_COUNT_KEY
+COLUMN_SCHEMA = md.DEF_COLUMN_SCHEMA  # the same key on definitions and materializations
 
 
 def _latest(instance: DagsterInstance, key: AssetKey, partition: str) -> dict[str, Any]:
@@ -65,19 +74,19 @@ def _range_run(defs: Definitions, instance: DagsterInstance, first: str, last: s
 
 def test_schema_is_in_the_definitions_before_any_run(sandbox_profiles: Path) -> None:
     graph = build_definitions(sandbox_profiles, env="dev").resolve_asset_graph()
-    envelope = graph.get(ORDERS).metadata[md.COLUMN_SCHEMA]
+    envelope = graph.get(ORDERS).metadata[COLUMN_SCHEMA]
     assert [c.name for c in envelope.columns] == ENVELOPE_ARROW_SCHEMA.names
     typed = graph.get(ORDERS_TYPED)
     assert typed.parent_keys == {ORDERS}
     assert typed.partitions_def == graph.get(ORDERS).partitions_def
-    columns = {c.name: c for c in typed.metadata[md.COLUMN_SCHEMA].columns}
+    columns = {c.name: c for c in typed.metadata[COLUMN_SCHEMA].columns}
     assert list(columns)[:6] == ["event_id", "record_id", "record_type", "occurred_at",
                                  "window_start", "window_end"]
     assert columns["amount"].type == "decimal128(12, 2)"
     assert columns["created_at"].type == "timestamp[us, tz=UTC]"
     assert columns["customer_name"].description == "Buyer name."
     # An inferred connector shows the join columns it will always have.
-    inferred = graph.get(FEED_TYPED).metadata[md.COLUMN_SCHEMA]
+    inferred = graph.get(FEED_TYPED).metadata[COLUMN_SCHEMA]
     assert [c.name for c in inferred.columns] == list(columns)[:6]
     checks = {(k.asset_key, k.name): graph.get(k) for k in graph.asset_check_keys
               if k.name == DRIFT_CHECK}
@@ -105,7 +114,7 @@ def test_typed_keys_come_from_the_translator(sandbox_profiles: Path) -> None:
 def test_range_run_types_every_partition_and_reads_back_as_one_dataset(
         sandbox: Sandbox, sandbox_profiles: Path, secrets_env: dict,
         dagster_instance: DagsterInstance) -> None:
-    defs = build_definitions(sandbox_profiles, env="dev")
+    defs = build_definitions(sandbox_profiles, env="dev", downstream=daily_summaries)
     result = _range_run(defs, dagster_instance, "2026-01-01", "2026-01-03")
     assert result.success
     days = ["2026-01-01", "2026-01-02", "2026-01-03"]
@@ -113,15 +122,15 @@ def test_range_run_types_every_partition_and_reads_back_as_one_dataset(
         for day in days:
             typed, raw = _latest(dagster_instance, key, day), _latest(dagster_instance,
                                                                     raw_key, day)
-            assert typed[md.ROW_COUNT] == raw[md.RECORDS] > 0
-            assert typed[md.URI].endswith(f"/window={day}T00:00:00Z/part-0.parquet")
+            assert typed[ROW_COUNT] == raw[md.RECORDS] > 0
+            assert typed[URI].endswith(f"/window={day}T00:00:00Z/part-0.parquet")
             assert typed["chartly/conversion_errors"] == 0
-            schema = typed[md.COLUMN_SCHEMA]
-            written = pq.read_schema(typed[md.URI])
+            schema = typed[COLUMN_SCHEMA]
+            written = pq.read_schema(typed[URI])
             assert [c.name for c in schema.columns] == written.names
-    feed = _latest(dagster_instance, FEED_TYPED, "2026-01-02")
-    assert feed["chartly/columns"] == "inferred"
-    assert feed["chartly/typed_observed"] == {
+    feed = TypedPartitionMetadata.extract(_latest(dagster_instance, FEED_TYPED, "2026-01-02"))
+    assert feed.columns == "inferred"
+    assert feed.observed == {
         "amount": "float64", "currency": "string", "customer__id": "string",
         "customer__name": "string", "id": "string", "raw_occurred_at": "string",
         "text": "string"}
@@ -136,10 +145,10 @@ def test_range_run_types_every_partition_and_reads_back_as_one_dataset(
     summary = _latest(dagster_instance, SUMMARY, "2026-01-02")
     assert summary["records"] == sum(
         _latest(dagster_instance, AssetKey([*SALES, f"{name}_typed"]), "2026-01-02")[
-            md.ROW_COUNT] for name in ("orders", "invoices", "sales-events", "sales-feed"))
+            ROW_COUNT] for name in ("orders", "invoices", "sales-events", "sales-feed"))
 
     # Read a date range of the typed orders as one table (the README's example).
-    root = Path(_latest(dagster_instance, ORDERS_TYPED, days[0])[md.URI]).parents[1]
+    root = Path(_latest(dagster_instance, ORDERS_TYPED, days[0])[URI]).parents[1]
     orders = ds.dataset(root, partitioning="hive")
     two_days = orders.to_table(filter=(ds.field("window") >= "2026-01-02")
                                & (ds.field("window") < "2026-01-04"))
@@ -168,7 +177,7 @@ def test_declared_type_errors_fail_the_blocking_check_with_row_samples(
         dagster_instance: DagsterInstance) -> None:
     _declare(sandbox_profiles, {"name": "currency_code", "source": "currency", "type": "int64",
                                 "description": "wrongly declared: currencies are text"})
-    defs = build_definitions(sandbox_profiles, env="dev")
+    defs = build_definitions(sandbox_profiles, env="dev", downstream=daily_summaries)
     result = _range_run(defs, dagster_instance, "2026-01-05", "2026-01-06")
     assert not result.success
     (drift,) = _evaluations(result, ORDERS_TYPED)
@@ -176,11 +185,11 @@ def test_declared_type_errors_fail_the_blocking_check_with_row_samples(
     meta = {k: md.raw_value(v) for k, v in drift.metadata.items()}
     assert meta["failing_partitions"] == ["2026-01-05", "2026-01-06"]
     (finding,) = meta["verdicts"]["2026-01-05"]["findings"]
-    rows = _latest(dagster_instance, ORDERS_TYPED, "2026-01-05")[md.ROW_COUNT]
+    rows = _latest(dagster_instance, ORDERS_TYPED, "2026-01-05")[ROW_COUNT]
     assert finding["column"] == "currency_code" and finding["errors"] == rows
     sample = finding["samples"][0]
     assert sample["error"] == "expected int64, got string"
-    typed_file = pq.read_table(_latest(dagster_instance, ORDERS_TYPED, "2026-01-05")[md.URI])
+    typed_file = pq.read_table(_latest(dagster_instance, ORDERS_TYPED, "2026-01-05")[URI])
     assert sample["event_id"] == typed_file.column("event_id")[0].as_py()
     assert orjson.loads(sample["value"]) in {"EUR", "USD", "GBP", "CHF", "SEK", "JPY", "PLN",
                                              "NOK"}
@@ -218,10 +227,10 @@ def test_inferred_drift_between_partitions_warns_naming_fields(
     assert first.success
     # The next window's upstream file arrives with other fields (recorded as its
     # materialization), then only the typed asset and its drift check run.
-    upstream = _latest(dagster_instance, FEED, "2026-01-08")[md.URI]
+    upstream = _latest(dagster_instance, FEED, "2026-01-08")[URI]
     drifted = _drifted_envelope(upstream, tmp_path / "drifted.parquet")
     dagster_instance.report_runless_asset_event(AssetMaterialization(
-        FEED, partition="2026-01-09", metadata={md.URI: drifted}))
+        FEED, partition="2026-01-09", metadata={URI: drifted}))
     second = materialize([*assets, *checks], instance=dagster_instance,
                          partition_key="2026-01-09", resources=defs.resources,
                          selection=AssetSelection.assets(FEED_TYPED).without_checks()
@@ -257,7 +266,7 @@ def test_bad_raw_data_never_reaches_the_typed_asset(
     assert materialize([*assets, *checks], instance=dagster_instance,
                        partition_key="2026-01-11", resources=defs.resources,
                        selection=AssetSelection.assets(ORDERS)).success
-    path = _latest(dagster_instance, ORDERS, "2026-01-11")[md.URI].removeprefix("file://")
+    path = _latest(dagster_instance, ORDERS, "2026-01-11")[URI].removeprefix("file://")
     table = pq.read_table(path)
     raws = table.column("raw").to_pylist()
     raws[0] = raws[0].replace('"currency"', '"tampered":1,"currency"', 1)  # hash now wrong

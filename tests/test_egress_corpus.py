@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 
 from chartly_dagster.core.errors import ExitCode
 from chartly_dagster.core.profile import ConnectorProfile
-from chartly_dagster.runtime.egress import classify_address
+from chartly_dagster.runtime.egress import EnvPolicy, classify_address
 from chartly_dagster.runtime.errors import EgressRefused, Reason
-from chartly_dagster.runtime.http import EnvPolicy, build_client
+from chartly_dagster.runtime.http import build_client
 from tests.egress_support import API_HOST, FakeResolver, make_profile, record_connects
 
 BASE = f"https://{API_HOST}"

@@ -12,10 +12,15 @@ import time
 import zlib
 from pathlib import Path
 
-import httpx
 import pytest
 
-from chartly_dagster.runtime.errors import DeadlineExceeded, EgressRefused, Reason, ResponseTooLarge
+from chartly_dagster.runtime.errors import (
+    ConnectFailed,
+    DeadlineExceeded,
+    EgressRefused,
+    Reason,
+    ResponseTooLarge,
+)
 from chartly_dagster.runtime.http import build_client
 from chartly_dagster.runtime.secrets import MappingSecretProvider, SecretResolver
 from tests.egress_support import (
@@ -242,18 +247,19 @@ def test_statuses_are_returned_not_raised() -> None:
     assert codes == [401, 404, 429, 503]
 
 
-def test_transport_failures_propagate_as_httpx_errors() -> None:
+def test_transport_failures_are_mapped_to_our_classes() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     base = f"http://{API_HOST}:{port}"
     with build_client(make_profile(base, cidrs=LOOPBACK), env="dev",
                       resolver=FakeResolver({API_HOST: ["127.0.0.1"]})) as client:
-        with pytest.raises(httpx.ConnectError):
+        with pytest.raises(ConnectFailed) as info:
             client.get(f"{base}/")
+    assert info.value.retryable and info.value.code == "unavailable"
     with build_client(make_profile(base, cidrs=LOOPBACK), env="dev",
                       resolver=FakeResolver({})) as client:
-        with pytest.raises(httpx.ConnectError, match="DNS lookup"):
+        with pytest.raises(ConnectFailed, match="DNS lookup"):
             client.get(f"{base}/")
 
 
@@ -336,7 +342,7 @@ def test_overall_deadline_stops_a_slow_drip() -> None:
             with pytest.raises(DeadlineExceeded) as info:
                 client.get(f"{base}/")
     assert time.monotonic() - started < 1.5
-    assert info.value.exit_code == 4
+    assert info.value.retryable and info.value.exit_code == 1  # transient, like a timeout
 
 
 def test_environment_proxies_and_netrc_are_ignored(monkeypatch, tmp_path: Path) -> None:

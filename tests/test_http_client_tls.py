@@ -10,14 +10,13 @@ import datetime as dt
 import ssl
 from pathlib import Path
 
-import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from chartly_dagster.runtime.errors import EgressRefused, Reason
+from chartly_dagster.runtime.errors import ConnectFailed, EgressRefused, Reason
 from chartly_dagster.runtime.http import build_client
 from tests.egress_support import API_HOST, FakeResolver, make_profile, reply, serve
 
@@ -94,7 +93,7 @@ def test_certificate_for_another_name_is_refused(tmp_path: Path) -> None:
     ca, server = _write_pki(tmp_path, "other.example.test")
     with serve(_ok, tls=server) as srv:
         base, client = _client(srv.port, ca)
-        with client, pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        with client, pytest.raises(ConnectFailed, match="CERTIFICATE_VERIFY_FAILED"):
             client.get(f"{base}/")
         assert srv.requests == []
 
@@ -103,7 +102,7 @@ def test_unknown_ca_is_refused_by_the_default_trust_store(tmp_path: Path) -> Non
     _ca, server = _write_pki(tmp_path, API_HOST)
     with serve(_ok, tls=server) as srv:
         base, client = _client(srv.port, None)
-        with client, pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        with client, pytest.raises(ConnectFailed, match="CERTIFICATE_VERIFY_FAILED"):
             client.get(f"{base}/")
 
 

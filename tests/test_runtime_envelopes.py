@@ -15,14 +15,14 @@ import pyarrow as pa
 import pytest
 
 from chartly_dagster.core.canonical import format_rfc3339
-from chartly_dagster.runtime.envelope_arrow import (
+from chartly_dagster.runtime.envelope import (
     ENVELOPE_ARROW_SCHEMA,
     content_hash,
     envelope_json_schema,
     validate_envelope_stream,
     validate_envelopes,
 )
-from chartly_dagster.runtime.parquet import read_window_file
+from chartly_dagster.runtime.storage import read_window_file
 from tests.fixtures_runtime import DAY, PROFILES, Live
 
 pytestmark = pytest.mark.usefixtures("fresh_rate_buckets")

@@ -85,7 +85,7 @@ def test_500_exhaustion_leaks_no_secret(live: Live, debug_logs: pytest.LogCaptur
         live.fetch(name, DAY, on_page=progress.append)
     assert leaks(exception_text(info.value)) == []
     assert leaks(log_text(debug_logs)) == []
-    assert leaks(repr([(p.checkpoint, p.resume.to_dict()) for p in progress])) == []
+    assert leaks(repr([p.checkpoint.to_contract() for p in progress])) == []
 
 
 @pytest.mark.parametrize("name", AUTHED)
@@ -112,7 +112,7 @@ def test_successful_query_key_run_keeps_the_key_out_of_everything(
         live: Live, debug_logs: pytest.LogCaptureFixture) -> None:
     """invoices sends its key as a query parameter: not in provenance, results or logs."""
     result = live.fetch("invoices", DAY)
-    from chartly_dagster.runtime.parquet import read_window_file
+    from chartly_dagster.runtime.storage import read_window_file
 
     table = read_window_file(result.uri)
     assert leaks(repr(result.results_section())) == []

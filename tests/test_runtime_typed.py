@@ -17,7 +17,7 @@ from chartly_dagster.core.columns import convert_value, infer_columns
 from chartly_dagster.core.profile import ColumnSpec
 from chartly_dagster.core.windows import Window
 from chartly_dagster.runtime import typed as typed_module
-from chartly_dagster.runtime.envelope_arrow import ENVELOPE_ARROW_SCHEMA, EnvelopeBuilder
+from chartly_dagster.runtime.envelope import ENVELOPE_ARROW_SCHEMA, EnvelopeBuilder
 from chartly_dagster.runtime.typed import (
     declared_columns,
     partition_path,

@@ -12,6 +12,7 @@ import logging
 import socket
 import time
 import traceback
+from datetime import UTC, datetime
 from urllib.parse import quote
 
 import httpx
@@ -20,6 +21,7 @@ import pytest
 from chartly_dagster.core.errors import ChartlyError
 from chartly_dagster.runtime.http import build_client
 from chartly_dagster.runtime.redact import install_log_redaction
+from chartly_dagster.runtime.retry import classify_response
 from chartly_dagster.runtime.secrets import MappingSecretProvider, SecretResolver
 from tests.egress_support import API_HOST, FakeResolver, make_profile, reply, serve
 
@@ -58,6 +60,10 @@ def route(handler) -> None:
         handler.end_headers()
         handler.wfile.write(b"partial")
         handler.close_connection = True
+    elif path == "/bad-gzip":
+        reply(handler, 200, f'{{"token": "{SECRET}"}}'.encode(), {"Content-Encoding": "gzip"})
+    elif path == "/echo-400":  # an upstream that quotes the credential back in its error
+        reply(handler, 400, f'{{"error": "bad key {SECRET}", "auth": "Bearer {SECRET}"}}'.encode())
     elif path == "/bad-location":
         reply(handler, 302, b"", {"Location": f"http:{SECRET}@/x"})
     else:
@@ -91,6 +97,7 @@ def test_secret_never_leaves_through_any_failure_path(mode) -> None:
                                      "meta.example.test": ["169.254.169.254"]})
             attempts = [f"{base}/unauthorized", f"{base}/echo-redirect", f"{base}/loop",
                         f"{base}/big", f"{base}/slow", f"{base}/cut", f"{base}/bad-location",
+                        f"{base}/bad-gzip", f"{base}/echo-400",
                         f"http://{API_HOST}:{dead_port}/refused",
                         f"{base}/caller-url?api_key={SECRET}",
                         f"http://nxdomain.example.test:{srv.port}/",
@@ -106,6 +113,9 @@ def test_secret_never_leaves_through_any_failure_path(mode) -> None:
                             produced.append(repr(exc.to_dict()))
                     else:
                         produced += [repr(response), response.url, *response.redirects]
+                        error = classify_response(response, datetime.now(UTC))
+                        if error is not None:  # a 4xx quotes the upstream's body, scrubbed
+                            produced += [str(error), repr(error.to_dict())]
     finally:
         for logger in loggers:
             logger.removeHandler(handler)
@@ -116,7 +126,8 @@ def test_secret_never_leaves_through_any_failure_path(mode) -> None:
         assert needle not in blob
     for expected in ("401", "redirect_loop", "host_not_allowlisted", "address_refused",
                      "DNS lookup", "Connection refused", "maxPayloadBytes", "deadlineMs",
-                     "peer closed", "userinfo_in_url", "HTTP Request"):
+                     "peer closed", "userinfo_in_url", "HTTP Request", "invalid gzip body",
+                     "upstream said: {"):
         assert expected in blob
     if mode == "basic":
         assert USER not in blob

@@ -9,19 +9,27 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable
+import time
 from pathlib import Path
 from typing import Any
 
 from ..core.catalog import ResolvedProfile
-from ..core.errors import ChartlyError, ExitCode
-from ..core.plan import Limits, Plan
+from ..core.errors import ChartlyError, ExitCode, PreconditionFailed
+from ..core.plan import Plan
 from ..core.report import Invocation, document, header
 from ..core.windows import Window
-from ..runtime.doctor import probe_window, run_doctor
-from ..runtime.executor import PageProgress, fetch_window
-from ..runtime.redact import Redactor, install_log_redaction
+from ..runtime.doctor import run_doctor
+from ..runtime.executor import (
+    NetworkOptions,
+    PageProgress,
+    RunEvent,
+    WindowTarget,
+    fetch_window,
+    window_file_name,
+)
+from ..runtime.redact import Redactor
 from ..runtime.secrets import EnvSecretProvider, FileSecretProvider, SecretResolver
+from ..runtime.storage import Storage
 from .output import Output
 from .render import render_document
 
@@ -31,34 +39,61 @@ def _secrets(args: argparse.Namespace, out: Output) -> SecretResolver:
     if args.secrets_dir:
         providers.insert(0, FileSecretProvider(Path(args.secrets_dir)))
     redactor = Redactor()
-    install_log_redaction(redactor)
     out.scrub = redactor.scrub
     return SecretResolver(providers, redactor=redactor)
 
 
-def _progress(out: Output, max_pages: int) -> Callable[[PageProgress], None] | None:
-    """A one-line progress bar on a terminal in text mode; silent otherwise."""
-    if out.format != "text" or not out.stderr.isatty():
-        return None
+class _Progress:
+    """One updating stderr line (pages, records, rate, elapsed) for a person watching.
 
-    def show(progress: PageProgress) -> None:
-        filled = min(30, 30 * progress.page // max(1, max_pages))
-        out.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] page {progress.page} "
-                         f"records {progress.records} bytes {progress.bytes}")
-        out.stderr.flush()
+    Only on a terminal: piped or captured stderr stays silent, and stdout never changes.
+    """
 
-    return show
+    def __init__(self, out: Output) -> None:
+        self.out = out
+        self.started = time.monotonic()
+        self.shown = False
+
+    def __call__(self, event: RunEvent) -> None:
+        if not isinstance(event, PageProgress):
+            self.out.info(event.message)
+            return
+        elapsed = time.monotonic() - self.started
+        rate = event.records / elapsed if elapsed > 0 else 0.0
+        self.out.stderr.write(f"\rpage {event.page}  records {event.records:,}  "
+                              f"{rate:,.0f} records/s  elapsed {elapsed:,.1f}s ")
+        self.out.stderr.flush()
+        self.shown = True
+
+    def close(self) -> None:
+        if self.shown:
+            self.out.stderr.write("\n")
+
+
+def _refuse_other_plan(storage: Storage, relative: str, plan: Plan) -> None:
+    """A file of the same window written by another plan is kept unless --overwrite."""
+    existing = storage.plan_hash_at(relative)
+    if existing is None or existing == plan.plan_hash:
+        return
+    written_by = f"plan {existing}" if existing else "no recorded plan"
+    raise PreconditionFailed(
+        f"{storage.uri_of(storage.path_of(relative))} exists and was written by {written_by}, "
+        f"not this one ({plan.plan_hash}); pass --overwrite to replace it",
+        field="--overwrite")
 
 
 def execute_run(args: argparse.Namespace, out: Output, inv: Invocation,
                 resolved: ResolvedProfile, window: Window, plan: Plan) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     secrets = _secrets(args, out)
-    progress = _progress(out, plan.limits["max_pages"])
-    limits = Limits(args.max_pages, args.max_records, args.max_bytes)
+    progress = _Progress(out) if out.stderr.isatty() else None
     try:
-        result = fetch_window(resolved, window, env=inv.env, destination=args.output,
-                              secrets=secrets, limits=limits, on_page=progress)
+        storage = Storage.parse(args.output, field="--output")
+        storage.check_writable()
+        if not args.overwrite:
+            _refuse_other_plan(storage, window_file_name(resolved, window, None), plan)
+        result = fetch_window(resolved, window, plan, target=WindowTarget(storage),
+                              network=NetworkOptions(inv.env, secrets), on_progress=progress)
     except ChartlyError as exc:
         doc = document(inv, resolved, window, plan, code=exc.code,
                        findings=[{"code": exc.code, "path": exc.field or "run",
@@ -67,8 +102,9 @@ def execute_run(args: argparse.Namespace, out: Output, inv: Invocation,
         return int(exc.exit_code)
     finally:
         if progress is not None:
-            out.stderr.write("\n")
-    # A cap is the safety limit the caller asked for: reported in results, not a failure.
+            progress.close()
+    # A cap is the safety limit the caller asked for: reported in results (`capped_by`),
+    # not a failure.
     findings = [{"code": f["code"], "path": "results", "message": f["message"]}
                 for f in result.findings if f["code"] != "cap_reached"]
     doc = document(inv, resolved, window, plan, findings=findings,
@@ -78,10 +114,10 @@ def execute_run(args: argparse.Namespace, out: Output, inv: Invocation,
 
 
 def execute_doctor(args: argparse.Namespace, out: Output, inv: Invocation,
-                   resolved: ResolvedProfile) -> int:
+                   resolved: ResolvedProfile, window: Window) -> int:
     secrets = _secrets(args, out)
-    report = run_doctor(resolved, env=inv.env, secrets=secrets)
-    doc = {"header": {**header(inv, resolved, probe_window(resolved)), "mode": "doctor"},
+    report = run_doctor(resolved, env=inv.env, secrets=secrets, window=window)
+    doc = {"header": {**header(inv, resolved, window), "mode": "doctor"},
            "doctor": report.to_dict()}
     text = (f"doctor {resolved.ref}: {report.category}"
             f"{f' ({report.latency_ms} ms)' if report.latency_ms is not None else ''}"

@@ -1,7 +1,36 @@
 """The error taxonomy: every failure is a class with a stable code and an exit code.
 
 Callers catch the class they mean; the CLI maps `exit_code` straight to the process
-status, so the seed's failure table lives here and nowhere else.
+status, so the seed's failure table lives here and nowhere else. Whether a failure is
+retried is a property of its class (`retryable`), never of its message. The whole tree
+(leaves marked `runtime` live in `runtime/errors.py`, next to the client that raises them)::
+
+    ChartlyError                            code                     exit retry
+    ├── UsageError                          usage_error              2
+    │   └── RefSyntaxError                  invalid_ref              2
+    ├── PreconditionFailed                  precondition_failed      3
+    │   ├── ProfileNotFound                 profile_not_found        3
+    │   └── SecretNotFound (runtime)        secret_not_found         3
+    ├── ValidationFailed                    validation_failed        4
+    │   ├── ProfileInvalid                  profile_invalid          4
+    │   ├── PaginationViolation             pagination_violation     4
+    │   ├── EgressRefused (runtime)         egress_refused           4
+    │   ├── ResponseTooLarge (runtime)      response_too_large       4
+    │   └── SecretInvalid (runtime)         secret_invalid           4
+    ├── UnsafeOperationBlocked              unsafe_operation_blocked 5
+    └── UpstreamError                       (+ status, Retry-After)
+        ├── UpstreamUnavailable             unavailable              1    yes   5xx, 408, 425
+        │   └── TransportFailure (runtime)  unavailable              1    yes   exchange broke
+        │       ├── ConnectFailed           unavailable              1    yes   DNS, refused, TLS
+        │       ├── ConnectionLost          unavailable              1    yes   reset, peer closed
+        │       └── UpstreamTimeout         unavailable              1    yes   a phase timed out
+        │           └── DeadlineExceeded    deadline_exceeded        1    yes   deadlineMs
+        ├── RateLimited                     rate_limited             4    yes   429
+        ├── InvalidArgument                 invalid_argument         4          other 4xx, bad data
+        │   ├── MalformedResponse (runtime) malformed_response       4    yes   body won't decode
+        │   └── UnsupportedRecord (runtime) unsupported_record       4          too deep to store
+        ├── Unauthenticated                 unauthenticated          4          401
+        └── PermissionDenied                permission_denied        4          403
 """
 
 from __future__ import annotations
@@ -27,6 +56,8 @@ class ChartlyError(Exception):
     exit_code: ExitCode = ExitCode.ERROR
     #: platform code of seed 001 (`unavailable`, `rate_limited`, ...) where one applies
     platform_code: str | None = None
+    #: whether the retry loop may try the request again (within the window's budget)
+    retryable: bool = False
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
@@ -118,6 +149,7 @@ class UpstreamUnavailable(UpstreamError):
     code = "unavailable"
     platform_code = "unavailable"
     retry_class = "transient"
+    retryable = True
 
 
 class RateLimited(UpstreamError):
@@ -126,6 +158,7 @@ class RateLimited(UpstreamError):
     code = "rate_limited"
     platform_code = "rate_limited"
     retry_class = "throttled"
+    retryable = True
     exit_code = ExitCode.VALIDATION_FAILED
 
 
@@ -159,3 +192,22 @@ class PaginationViolation(ValidationFailed):
     """A pagination invariant broke: repeated cursor, page past the total, duplicate id."""
 
     code = "pagination_violation"
+
+
+class IncompleteWindow(PaginationViolation):
+    """The records fetched differ from the total the upstream declared for the window."""
+
+    code = "incomplete_window"
+
+
+class PossiblyTruncated(PaginationViolation):
+    """A window stopped on a full page without an explicit end: records may be missing."""
+
+    code = "possibly_truncated"
+
+
+class ProfileMismatch(ValidationFailed):
+    """The profile does not describe what the upstream returns (a continuation field it never
+    sends, records that are not objects): a profile fix, never retried, never a finding."""
+
+    code = "profile_mismatch"

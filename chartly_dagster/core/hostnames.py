@@ -13,6 +13,9 @@ import re
 from publicsuffixlist import PublicSuffixList
 
 _LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+# Forms that C resolvers (inet_aton) turn into addresses: 2130706433, 0x7f000001, 127.1,
+# 0177.0.0.1. A real DNS name never ends in an all-numeric or 0x label.
+_NUMERIC_LABEL_RE = re.compile(r"^(?:0x[0-9a-f]*|[0-9]+)$", re.IGNORECASE)
 
 
 class HostnameError(ValueError):
@@ -45,6 +48,60 @@ def is_ip_literal(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def is_numeric_host(host: str) -> bool:
+    """True for hosts a C resolver would read as an IPv4 number instead of a name."""
+    name = host.rstrip(".")
+    return not name or bool(_NUMERIC_LABEL_RE.match(name.rsplit(".", 1)[-1]))
+
+
+def canonical_ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address of a host written in its one canonical form, else None.
+
+    Canonical: a dotted quad without leading zeros (`10.0.0.5`), or an IPv6 address in
+    RFC 5952 form (`::1`, `fd00::5`; brackets allowed, hex case ignored) without a zone
+    id. Every other spelling (`[0000::1]`, `::ffff:127.0.0.1`, `127.1`, `0x7f000001`) is
+    not an address a profile may name: those are the forms that slip past comparisons.
+    """
+    text = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if "%" in text:
+        return None
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    return ip if str(ip) == text.lower() else None
+
+
+def check_base_url_host(host: str, dns_allowlist: list[str], allowed_cidrs: list[str]) -> None:
+    """A profile's `transport.baseUrl` host: an allowlisted name, or a canonical IP literal
+    inside one of the profile's `allowedCidrs` (the env may still refuse that CIDR).
+
+    Raises ValueError naming the field and the fix.
+    """
+    if is_ip_literal(host):
+        ip = canonical_ip_literal(host)
+        if ip is None:
+            raise ValueError(f"transport.baseUrl host {host!r} is an IP address in a "
+                             "non-canonical form; write a dotted quad or a bracketed IPv6 "
+                             "address in its compressed form, without a zone id")
+        if not any(ip in net for net in (ipaddress.ip_network(c) for c in allowed_cidrs)
+                   if net.version == ip.version):
+            raise ValueError(f"transport.baseUrl host {host!r} is an IP address outside "
+                             f"egressPolicy.allowedCidrs; add {ipaddress.ip_network(ip)} "
+                             "(or a range holding it) or name the host")
+        return
+    try:
+        name = normalize_hostname(host)
+    except HostnameError as exc:
+        raise ValueError(f"transport.baseUrl: {exc}") from exc
+    if is_numeric_host(name):
+        raise ValueError(f"transport.baseUrl host {host!r} is a numeric address form; "
+                         "write a canonical dotted quad")
+    if not host_matches(name, dns_allowlist):
+        raise ValueError(f"transport.baseUrl host {name!r} is not in "
+                         "egressPolicy.dnsAllowlist")
 
 
 @functools.cache

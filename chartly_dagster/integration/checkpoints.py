@@ -13,7 +13,7 @@ from typing import Any
 
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 
-from ..runtime.executor import ResumeState
+from ..runtime.executor import Checkpoint
 from . import metadata as md
 
 
@@ -25,10 +25,6 @@ class PartitionRecord:
     metadata: dict[str, Any]
 
 
-def _plain(metadata: dict[str, Any]) -> dict[str, Any]:
-    return {key: md.raw_value(value) for key, value in metadata.items()}
-
-
 def last_materialization(instance: DagsterInstance, key: AssetKey,
                          partition: str) -> PartitionRecord | None:
     """This partition's newest materialization, or None if it was never materialized."""
@@ -37,22 +33,27 @@ def last_materialization(instance: DagsterInstance, key: AssetKey,
     if not records:
         return None
     event = records[0].asset_materialization
-    return PartitionRecord(records[0].storage_id, _plain(dict(event.metadata) if event else {}))
+    return PartitionRecord(records[0].storage_id, md.plain(dict(event.metadata) if event else {}))
 
 
-def resume_state(instance: DagsterInstance, key: AssetKey, partition: str, *,
-                 plan_hash: str, after_storage_id: int | None) -> ResumeState | None:
-    """Progress of an unfinished window of the same plan, logged after the last success.
+def resume_checkpoint(instance: DagsterInstance, key: AssetKey, partition: str, *,
+                      plan_hash: str, after_storage_id: int | None) -> Checkpoint | None:
+    """The last page checkpoint of an unfinished window of the same plan, logged after the
+    last success.
 
     Observations of another plan (the profile changed in between) are ignored: resuming
-    someone else's cursor would mix two plans in one file.
+    someone else's cursor would mix two plans in one file. So is a checkpoint this version
+    cannot read (written by an older one): the window then starts over.
     """
     records = instance.fetch_observations(
         AssetRecordsFilter(asset_key=key, asset_partitions=[partition],
                            after_storage_id=after_storage_id), limit=1).records
     if not records or records[0].asset_observation is None:
         return None
-    meta = _plain(dict(records[0].asset_observation.metadata))
+    meta = md.plain(dict(records[0].asset_observation.metadata))
     if meta.get(md.OBSERVATION_KIND) != md.PAGE_OBSERVATION or meta.get(md.PLAN_HASH) != plan_hash:
         return None
-    return ResumeState.from_dict(meta[md.RESUME_STATE])
+    try:
+        return Checkpoint.from_contract(meta[md.CHECKPOINT])
+    except (KeyError, TypeError, ValueError):
+        return None

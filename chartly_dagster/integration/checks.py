@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from dagster import (
     AssetCheckExecutionContext,
@@ -27,41 +27,40 @@ from dagster import (
     PartitionsDefinition,
     asset_check,
 )
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-    PARTITION_NAME_TAG,
-)
 
 from ..core.catalog import ResolvedProfile
 from ..core.plan import build_plan
 from ..core.report import Invocation, compare_to_golden, document
 from ..core.windows import Window
-from ..runtime.envelope_arrow import ContentHasher, validate_envelope_stream
-from . import metadata as md
+from ..runtime.envelope import ContentHasher, validate_envelope_stream
+from ._compat import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    PARTITION_NAME_TAG,
+)
+from .metadata import PartitionMetadata, StoredMetadata
 from .partitions import window_for_partition
-from .resources import ChartlyStorageResource
+from .resources import ChartlyResource, StorageConfig
 
 ENVELOPE_CHECK = "envelope_valid"
 DETERMINISM_CHECK = "deterministic"
 SAMPLE_PARTITIONS = 20
+M = TypeVar("M", bound=StoredMetadata)
 
 
 @dataclass(frozen=True)
-class CheckedPartition:
+class CheckedPartition(Generic[M]):
     """One partition a check looks at, with the metadata of its newest materialization."""
 
     key: str
-    metadata: dict[str, Any]
-
-
-def _plain(metadata: Any) -> dict[str, Any]:
-    return {k: md.raw_value(v) for k, v in dict(metadata).items()}
+    metadata: M
 
 
 def partitions_to_check(context: AssetCheckExecutionContext, key: AssetKey,
-                        partitions_def: PartitionsDefinition) -> list[CheckedPartition]:
-    """What this check run covers.
+                        partitions_def: PartitionsDefinition,
+                        metadata_type: type[M] = PartitionMetadata,  # type: ignore[assignment]
+                        ) -> list[CheckedPartition[M]]:
+    """What this check run covers, its metadata read as `metadata_type`.
 
     In the asset's own run: the partitions that run materialized. Run alone (from the UI or
     a job without the asset): the partitions its tags name, else the newest materialization.
@@ -74,7 +73,8 @@ def partitions_to_check(context: AssetCheckExecutionContext, key: AssetKey,
         event = record.event_log_entry
         mat = event.asset_materialization
         if mat is not None and mat.asset_key == key and mat.partition is not None:
-            found[mat.partition] = CheckedPartition(mat.partition, _plain(mat.metadata))
+            found[mat.partition] = CheckedPartition(mat.partition,
+                                                  metadata_type.extract(mat.metadata))
     if found:
         return [found[k] for k in sorted(found)]
     tags = context.run.tags
@@ -91,17 +91,19 @@ def partitions_to_check(context: AssetCheckExecutionContext, key: AssetKey,
         rows = instance.fetch_materializations(
             AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1).records
         if rows and rows[0].asset_materialization is not None:
-            out.append(CheckedPartition(partition, _plain(rows[0].asset_materialization.metadata)))
+            out.append(CheckedPartition(partition, metadata_type.extract(
+                rows[0].asset_materialization.metadata)))
     return out
 
 
 def judge_partitions(context: AssetCheckExecutionContext, key: AssetKey,
                      partitions_def: PartitionsDefinition,
-                     judge: Callable[[CheckedPartition, Window], dict[str, Any]],
+                     judge: Callable[[CheckedPartition[M], Window], dict[str, Any]],
+                     metadata_type: type[M] = PartitionMetadata,  # type: ignore[assignment]
                      ) -> dict[str, dict[str, Any]]:
     """One verdict per partition this check run covers, keyed by partition."""
     return {partition.key: judge(partition, window_for_partition(partitions_def, partition.key))
-            for partition in partitions_to_check(context, key, partitions_def)}
+            for partition in partitions_to_check(context, key, partitions_def, metadata_type)}
 
 
 def _result(name: str, verdicts: dict[str, dict[str, Any]],
@@ -123,9 +125,9 @@ def _result(name: str, verdicts: dict[str, dict[str, Any]],
                             severity=severity, metadata=meta)
 
 
-def _envelope_verdict(storage: ChartlyStorageResource, partition: CheckedPartition,
+def _envelope_verdict(storage: StorageConfig, partition: CheckedPartition,
                       window: Window) -> dict[str, Any]:
-    uri = partition.metadata.get(md.URI)
+    uri = partition.metadata.uri
     if not uri:
         return {"ok": False, "findings": [{"code": "no_file", "message": "no file URI"}]}
     try:
@@ -144,10 +146,10 @@ def build_envelope_check(key: AssetKey, partitions_def: PartitionsDefinition
         "Every row matches the envelope schema, event ids are unique, occurrence times lie "
         "inside the partition window and raw_sha256 matches raw."))
     def _envelope_valid(context: AssetCheckExecutionContext,
-                        chartly_storage: ChartlyStorageResource) -> AssetCheckResult:
+                        chartly: ChartlyResource) -> AssetCheckResult:
         verdicts = judge_partitions(
             context, key, partitions_def,
-            lambda partition, window: _envelope_verdict(chartly_storage, partition, window))
+            lambda partition, window: _envelope_verdict(chartly.storage, partition, window))
         return _result(ENVELOPE_CHECK, verdicts)
 
     return _envelope_valid
@@ -175,29 +177,29 @@ def golden_findings(resolved: ResolvedProfile, project_root: Path) -> list[dict[
     return compare_to_golden(actual, golden)
 
 
-def _determinism_verdict(resolved: ResolvedProfile, storage: ChartlyStorageResource,
+def _determinism_verdict(resolved: ResolvedProfile, storage: StorageConfig,
                          partition: CheckedPartition, window: Window) -> dict[str, Any]:
     meta = partition.metadata
     problems: list[dict[str, Any]] = []
-    if meta.get(md.RESOLVED_HASH) != resolved.hash:
-        problems.append({"code": "profile_drift", "materialized": meta.get(md.RESOLVED_HASH),
+    if meta.resolved_hash != resolved.hash:
+        problems.append({"code": "profile_drift", "materialized": meta.resolved_hash,
                          "current": resolved.hash})
     plan_hash = build_plan(resolved, window).plan_hash
-    if meta.get(md.PLAN_HASH) != plan_hash:
-        problems.append({"code": "plan_hash_mismatch", "materialized": meta.get(md.PLAN_HASH),
+    if meta.plan_hash != plan_hash:
+        problems.append({"code": "plan_hash_mismatch", "materialized": meta.plan_hash,
                          "recomputed": plan_hash})
-    uri = meta.get(md.URI)
+    uri = meta.uri
     try:
         actual = _streamed_content_hash(storage, uri) if uri else None
     except (OSError, ValueError) as exc:
         actual = f"unreadable: {type(exc).__name__}"
-    if actual != meta.get(md.CONTENT_HASH):
+    if actual != meta.content_hash:
         problems.append({"code": "content_hash_mismatch", "materialized":
-                         meta.get(md.CONTENT_HASH), "recomputed": actual, "uri": uri})
+                         meta.content_hash, "recomputed": actual, "uri": uri})
     return {"ok": not problems, "findings": problems}
 
 
-def _streamed_content_hash(storage: ChartlyStorageResource, uri: str) -> str:
+def _streamed_content_hash(storage: StorageConfig, uri: str) -> str:
     """The file's content hash, batch by batch (the hash does not depend on batching)."""
     hasher = ContentHasher()
     for batch in storage.iter_batches(uri):
@@ -215,17 +217,18 @@ def build_determinism_check(resolved: ResolvedProfile, key: AssetKey,
         "content hash matches its metadata, the profile has not drifted since it was "
         "materialized, and the golden plan (if the profile names one) still matches."))
     def _deterministic(context: AssetCheckExecutionContext,
-                       chartly_storage: ChartlyStorageResource) -> AssetCheckResult:
+                       chartly: ChartlyResource) -> AssetCheckResult:
         verdicts = judge_partitions(
             context, key, partitions_def,
-            lambda partition, window: _determinism_verdict(resolved, chartly_storage,
+            lambda partition, window: _determinism_verdict(resolved, chartly.storage,
                                                            partition, window))
         golden = golden_findings(resolved, project_root)
         return _result(DETERMINISM_CHECK, verdicts,
                        {"golden": resolved.spec.golden or "none",
                         "golden_ok": not golden,
                         "golden_differences": MetadataValue.json(golden[:10]),
-                        md.RESOLVED_HASH: resolved.hash}, other_failure=bool(golden))
+                        PartitionMetadata.key("resolved_hash"): resolved.hash},
+                       other_failure=bool(golden))
 
     return _deterministic
 

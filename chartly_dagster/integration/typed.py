@@ -26,7 +26,6 @@ from dagster import (
     BetaWarning,
     Failure,
     MaterializeResult,
-    MetadataValue,
     PartitionsDefinition,
     TableColumn,
     TableSchema,
@@ -37,7 +36,7 @@ from dagster import (
 from ..core.catalog import ResolvedProfile
 from ..core.columns import JOIN_COLUMNS, schema_drift
 from ..core.windows import Window
-from ..runtime.envelope_arrow import ENVELOPE_ARROW_SCHEMA
+from ..runtime.envelope import ENVELOPE_ARROW_SCHEMA
 from ..runtime.typed import (
     TypedColumn,
     TypedWindow,
@@ -49,14 +48,11 @@ from ..runtime.typed import (
 from . import metadata as md
 from .checkpoints import last_materialization
 from .checks import CheckedPartition, _result, judge_partitions
+from .metadata import PartitionMetadata, TypedPartitionMetadata
 from .partitions import previous_partition_key, window_for_partition
-from .resources import ChartlyStorageResource
+from .resources import ChartlyResource
 
 DRIFT_CHECK = "schema_drift"
-OBSERVED = f"{md.PREFIX}typed_observed"
-COLUMN_REPORT = f"{md.PREFIX}typed_columns"
-CONVERSION_ERRORS = f"{md.PREFIX}conversion_errors"
-COLUMNS_SOURCE = f"{md.PREFIX}columns"
 _JOIN_DESCRIPTIONS = {
     "event_id": "Envelope event id (joins back to the connector asset).",
     "record_id": "The record's id in the upstream.",
@@ -101,19 +97,18 @@ def typed_relative(key: AssetKey, window: Window) -> str:
     return f"typed/{'/'.join(key.path)}/{partition_path(window.to_dict()['start'])}/part-0.parquet"
 
 
-def _typed_metadata(typed: TypedWindow, window: Window, declared: bool) -> dict[str, Any]:
+def _columns_source(resolved: ResolvedProfile) -> str:
+    return "declared" if resolved.spec.records.columns else "inferred"
+
+
+def _typed_metadata(typed: TypedWindow, window: Window, source: str) -> TypedPartitionMetadata:
     bounds = window.to_dict()
-    return {
-        md.ROW_COUNT: typed.rows, md.RECORDS: typed.rows,
-        md.URI: typed.uri, md.URI_DAGSTER: typed.uri,
-        md.WINDOW_START: bounds["start"], md.WINDOW_END: bounds["end"],
-        md.COLUMN_SCHEMA: _table_schema(list(typed.columns)),
-        COLUMNS_SOURCE: "declared" if declared else "inferred",
-        OBSERVED: MetadataValue.json(typed.observed),
-        CONVERSION_ERRORS: typed.errors,
-        COLUMN_REPORT: MetadataValue.json({name: report.to_dict() for name, report in
-                                           sorted(typed.report.items())}),
-    }
+    return TypedPartitionMetadata(
+        window_start=bounds["start"], window_end=bounds["end"], uri=typed.uri,
+        records=typed.rows, columns=source, conversion_errors=typed.errors,
+        observed=typed.observed,
+        column_report={name: report.to_dict() for name, report in sorted(typed.report.items())},
+        column_schema=_table_schema(list(typed.columns)))
 
 
 def build_typed_asset(specs: TypedAssetSpecs, backfill_policy: BackfillPolicy
@@ -132,12 +127,11 @@ def build_typed_asset(specs: TypedAssetSpecs, backfill_policy: BackfillPolicy
                group_name=spec.group_name, backfill_policy=backfill_policy,
                kinds=set(spec.kinds), tags=dict(spec.tags), owners=list(spec.owners),
                description=spec.description, metadata=dict(spec.metadata))
-        def _typed(context: AssetExecutionContext,
-                   chartly_storage: ChartlyStorageResource) -> MaterializeResult:
-            destination = chartly_storage.destination(context.instance)
+        def _typed(context: AssetExecutionContext, chartly: ChartlyResource) -> MaterializeResult:
+            destination = chartly.storage.destination(context.instance)
             for partition in context.partition_keys:
                 upstream = last_materialization(context.instance, source_key, partition)
-                uri = upstream.metadata.get(md.URI) if upstream else None
+                uri = PartitionMetadata.extract(upstream.metadata).uri if upstream else None
                 if not uri:
                     raise Failure(description=(
                         f"{source_key.to_user_string()} partition {partition} has no "
@@ -150,8 +144,9 @@ def build_typed_asset(specs: TypedAssetSpecs, backfill_policy: BackfillPolicy
                     raise Failure(description=(
                         f"{spec.key.to_user_string()} partition {partition}: could not type "
                         f"{uri}: {exc}")) from exc
-                context.add_asset_metadata(_typed_metadata(typed, window, declared is not None),
-                                           partition_key=partition)
+                context.add_asset_metadata(
+                    _typed_metadata(typed, window, _columns_source(resolved)).to_metadata(),
+                    partition_key=partition)
                 context.log.info(f"{partition}: {typed.rows} typed rows, "
                                  f"{len(typed.columns)} columns -> {typed.uri}")
             return MaterializeResult()
@@ -159,23 +154,22 @@ def build_typed_asset(specs: TypedAssetSpecs, backfill_policy: BackfillPolicy
     return _typed
 
 
-def _declared_verdict(partition: CheckedPartition) -> dict[str, Any]:
-    report = partition.metadata.get(COLUMN_REPORT) or {}
+def _declared_verdict(partition: CheckedPartition[TypedPartitionMetadata]) -> dict[str, Any]:
+    report = partition.metadata.column_report or {}
     problems = [{"column": name, "errors": col["errors"], "samples": col["samples"]}
                 for name, col in sorted(report.items()) if col["errors"]]
-    return {"ok": not problems, "rows": partition.metadata.get(md.ROW_COUNT),
-            "findings": problems}
+    return {"ok": not problems, "rows": partition.metadata.records, "findings": problems}
 
 
 def _inferred_verdict(context: AssetCheckExecutionContext, key: AssetKey,
                       partitions_def: PartitionsDefinition,
-                      partition: CheckedPartition) -> dict[str, Any]:
-    current = partition.metadata.get(OBSERVED) or {}
+                      partition: CheckedPartition[TypedPartitionMetadata]) -> dict[str, Any]:
+    current = partition.metadata.observed or {}
     prior_key = previous_partition_key(partitions_def, partition.key)
     prior = last_materialization(context.instance, key, prior_key) if prior_key else None
     if prior is None:
         return {"ok": True, "note": "no previous partition to compare with"}
-    drift = schema_drift(prior.metadata.get(OBSERVED) or {}, current)
+    drift = schema_drift(TypedPartitionMetadata.extract(prior.metadata).observed or {}, current)
     return {"ok": not any(drift.values()), "previous_partition": prior_key, **drift}
 
 
@@ -195,9 +189,9 @@ def build_drift_check(resolved: ResolvedProfile, key: AssetKey,
         verdicts = judge_partitions(
             context, key, partitions_def,
             lambda partition, _window: _declared_verdict(partition) if declared
-            else _inferred_verdict(context, key, partitions_def, partition))
-        return _result(DRIFT_CHECK, verdicts,
-                       {COLUMNS_SOURCE: "declared" if declared else "inferred"},
+            else _inferred_verdict(context, key, partitions_def, partition),
+            TypedPartitionMetadata)
+        return _result(DRIFT_CHECK, verdicts, {md.DEF_COLUMNS_SOURCE: _columns_source(resolved)},
                        severity=AssetCheckSeverity.ERROR if declared
                        else AssetCheckSeverity.WARN)
 
@@ -214,8 +208,8 @@ def typed_asset_spec(connector: AssetSpec, key: AssetKey, resolved: ResolvedProf
         description=(f"Typed columns of {connector.key.to_user_string()}: the records' fields "
                      f"{how}, plus {', '.join(JOIN_COLUMNS)} to join back to the envelope."),
         kinds={"chartly", "parquet"}, tags=dict(connector.tags),
-        metadata={md.COLUMN_SCHEMA: declared_column_schema(resolved),
-                  COLUMNS_SOURCE: "declared" if resolved.spec.records.columns else "inferred",
+        metadata={md.DEF_COLUMN_SCHEMA: declared_column_schema(resolved),
+                  md.DEF_COLUMNS_SOURCE: _columns_source(resolved),
                   md.DEF_PROFILE_REF: connector.metadata.get(md.DEF_PROFILE_REF, "")},
         partitions_def=connector.partitions_def)
 

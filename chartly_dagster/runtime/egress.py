@@ -5,24 +5,33 @@ host is resolved once, every answer is checked against explicit address tables, 
 socket is opened to the checked IP literal while TLS SNI, certificate checking and `Host`
 keep using the name. Nothing resolves the name a second time, so DNS rebinding has no gap
 to use. Python's `ipaddress.is_global`/`is_private` change between patch releases, so the
-tables below are written out by hand.
+tables below are written out by hand. `EnvPolicy` says which of those tables each
+environment lets a profile open.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import re
 import socket
 import threading
 import typing
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Protocol
 
 import httpcore
 import httpx
 
-from ..core.hostnames import HostnameError, host_matches, is_ip_literal, normalize_hostname
+from ..core.hostnames import (
+    HostnameError,
+    canonical_ip_literal,
+    host_matches,
+    is_ip_literal,
+    is_numeric_host,
+    normalize_hostname,
+)
+from ..core.profile import Transport
 from .errors import EgressRefused, Reason
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -68,10 +77,8 @@ SOFT_DENY: tuple[tuple[str, tuple[IPNetwork, ...]], ...] = (
 )
 # Only 2000::/3 is allocated global unicast; anything else in IPv6 is refused.
 IPV6_GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
-
-# Forms that C resolvers (inet_aton) turn into addresses: 2130706433, 0x7f000001, 127.1,
-# 0177.0.0.1. A real DNS name never ends in an all-numeric or 0x label.
-_NUMERIC_LABEL_RE = re.compile(r"^(?:0x[0-9a-f]*|[0-9]+)$", re.IGNORECASE)
+#: categories no allowedCidrs entry can open
+HARD_CATEGORIES = frozenset({"scoped", *(category for category, _ in HARD_DENY)})
 
 
 def classify_address(ip: IPAddress, allowed: Sequence[IPNetwork] = ()) -> str | None:
@@ -94,10 +101,77 @@ def classify_address(ip: IPAddress, allowed: Sequence[IPNetwork] = ()) -> str | 
     return None
 
 
-def is_numeric_host(host: str) -> bool:
-    """True for hosts a C resolver would read as an IPv4 number instead of a name."""
-    name = host.rstrip(".")
-    return not name or bool(_NUMERIC_LABEL_RE.match(name.rsplit(".", 1)[-1]))
+LOOPBACK_CIDRS = ("127.0.0.0/8", "::1/128")
+PRIVATE_CIDRS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
+
+
+def _default_env_cidrs() -> Mapping[str, tuple[str, ...]]:
+    return MappingProxyType({
+        "dev": LOOPBACK_CIDRS + PRIVATE_CIDRS,
+        "staging": PRIVATE_CIDRS,
+        "prod": PRIVATE_CIDRS,
+    })
+
+
+@dataclass(frozen=True)
+class EnvPolicy:
+    """What each environment lets a profile open up: CIDRs into private space, plain http.
+
+    A profile's `allowedCidrs` entry must sit inside one of its env's ranges; metadata
+    addresses stay refused whatever is allowed (see `HARD_DENY`).
+    """
+
+    allowable_cidrs: Mapping[str, tuple[str, ...]] = field(
+        default_factory=_default_env_cidrs, hash=False)
+    plaintext_http_envs: frozenset[str] = frozenset({"dev"})
+    #: Deployment caps on the profile's `transport` timeouts (ms); a cap only ever lowers
+    #: the profile's value, so a profile cannot wait longer than its env allows.
+    max_timeout_ms: int | None = None
+    max_connect_timeout_ms: int | None = None
+    max_deadline_ms: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_timeout_ms", "max_connect_timeout_ms", "max_deadline_ms"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"EnvPolicy.{name} must be positive, got {value}")
+
+    def capped(self, transport: Transport) -> Transport:
+        """The profile's transport with each timeout lowered to its cap (never raised)."""
+        caps = {"timeout_ms": self.max_timeout_ms,
+                "connect_timeout_ms": self.max_connect_timeout_ms,
+                "deadline_ms": self.max_deadline_ms}
+        update = {name: min(getattr(transport, name), cap)
+                  for name, cap in caps.items() if cap is not None}
+        return transport.model_copy(update=update) if update else transport
+
+    def env_networks(self) -> tuple[tuple[str, tuple[IPNetwork, ...]], ...]:
+        """Each env's permitted ranges as networks, in the policy's order."""
+        return tuple((env, _nets(*cidrs)) for env, cidrs in self.allowable_cidrs.items())
+
+    def networks_for(self, env: str, cidrs: list[str]) -> tuple[IPNetwork, ...]:
+        """The profile's CIDRs as networks; refuses any the env does not permit."""
+        table = dict(self.env_networks())
+        out = []
+        for cidr in cidrs:
+            net = ipaddress.ip_network(cidr)
+            if not any(_within(net, a) for a in table.get(env, ())):
+                envs = [name for name, nets in table.items()
+                        if any(_within(net, a) for a in nets)]
+                where = (f"envs that permit it: {', '.join(envs)}" if envs
+                         else "no env permits it")
+                raise EgressRefused(Reason.CIDR_NOT_PERMITTED,
+                                    f"egressPolicy.allowedCidrs entry {cidr} is not permitted "
+                                    f"in env {env!r} ({where})", field="egressPolicy.allowedCidrs")
+            out.append(net)
+        return tuple(out)
+
+    def schemes_for(self, env: str) -> frozenset[str]:
+        return frozenset({"http", "https"} if env in self.plaintext_http_envs else {"https"})
+
+
+def _within(net: IPNetwork, outer: IPNetwork) -> bool:
+    return net.version == outer.version and net.subnet_of(outer)  # type: ignore[arg-type]
 
 
 def default_port(url: httpx.URL) -> int:
@@ -120,12 +194,15 @@ class EgressGuard:
     allowed_ports: frozenset[int]
     allowed_schemes: frozenset[str]
     allowed_networks: tuple[IPNetwork, ...] = ()
+    #: every env's permitted ranges (the env policy's table), only so that a refusal can
+    #: say which envs could open an address
+    env_networks: tuple[tuple[str, tuple[IPNetwork, ...]], ...] = ()
 
     def check_host(self, host: str) -> str:
-        """The normalised host if it is an allowlisted DNS name; raises `EgressRefused`."""
+        """The normalised host if it is an allowlisted DNS name, or a canonical IP literal
+        inside the allowed CIDRs; raises `EgressRefused`."""
         if is_ip_literal(host):
-            raise EgressRefused(Reason.IP_LITERAL_HOST,
-                                f"host {host!r} is an IP address; only allowlisted names")
+            return self._check_ip_host(host)
         if is_numeric_host(host):
             raise EgressRefused(Reason.NUMERIC_HOST,
                                 f"host {host!r} is a numeric address form")
@@ -179,9 +256,36 @@ class EgressGuard:
         if category is not None:
             raise EgressRefused(
                 Reason.ADDRESS_REFUSED,
-                f"host {host!r} resolved to {ip} ({category}), which is not allowed",
-                category=category)
+                f"host {host!r} resolved to {ip} ({category}), which is not allowed"
+                f"{self._how_to_open(ip)}", category=category)
         return ip
+
+    def _check_ip_host(self, host: str) -> str:
+        """An IP literal is a host only in canonical form and inside an allowed CIDR."""
+        ip = canonical_ip_literal(host)
+        if ip is None:
+            raise EgressRefused(Reason.IP_LITERAL_HOST,
+                                f"host {host!r} is an IP address in a non-canonical form; only "
+                                "a dotted quad or a compressed IPv6 address (no zone id)")
+        if not any(ip.version == net.version and ip in net for net in self.allowed_networks):
+            raise EgressRefused(Reason.IP_LITERAL_HOST,
+                                f"host {host!r} is an IP address outside "
+                                f"egressPolicy.allowedCidrs{self._how_to_open(ip)}")
+        self.check_address(ip, host=host)
+        return str(ip)
+
+    def _how_to_open(self, ip: IPAddress) -> str:
+        """The allowedCidrs entry that would let `ip` through, and the envs that permit it."""
+        if classify_address(ip) in HARD_CATEGORIES:
+            return "; no egressPolicy.allowedCidrs entry can open it"
+        entry = ipaddress.ip_network(ip)
+        envs = [env for env, nets in self.env_networks
+                if any(ip.version == net.version and ip in net for net in nets)]
+        if not envs:
+            return (f"; no env permits an egressPolicy.allowedCidrs entry such as {entry} "
+                    "(the deployment's EnvPolicy: ChartlyResource egress.allowed_cidrs)")
+        return (f"; egressPolicy.allowedCidrs entry {entry} (or a range holding it) would "
+                f"allow it in env {', '.join(envs)}")
 
 
 class Resolver(Protocol):
@@ -231,6 +335,9 @@ class GuardedNetworkBackend(httpcore.NetworkBackend):
         """The checked addresses of `host`; any refused answer refuses the whole lookup."""
         name = self.guard.check_host(host)
         self.guard.check_port(port)
+        literal = canonical_ip_literal(name)
+        if literal is not None:  # an allowed IP literal: checked, nothing to look up
+            return [literal]
         try:
             answers = list(self.resolver.resolve(name, port))
         except OSError as exc:

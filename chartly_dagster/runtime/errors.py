@@ -1,22 +1,35 @@
-"""Runtime failures at the security boundary, each a core error class with a stable reason.
+"""Runtime failures at the client boundary, each a leaf of the tree in `core/errors.py`.
 
 A refusal maps to validation_failed (exit 4) and a missing secret to precondition_failed
-(exit 3); messages name hosts, refs and reason codes, never a secret value.
+(exit 3). httpx/httpcore exceptions never leave the guarded client: `http.py` maps them,
+in one place, to the transport classes here (all transient), the way httpx maps
+httpcore's. Messages name hosts, refs and reason codes, never a secret value.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
 
-from ..core.errors import PreconditionFailed, ValidationFailed
+from ..core.errors import (
+    InvalidArgument,
+    PreconditionFailed,
+    UpstreamUnavailable,
+    ValidationFailed,
+)
 
 __all__ = [
+    "ConnectFailed",
+    "ConnectionLost",
     "DeadlineExceeded",
     "EgressRefused",
+    "MalformedResponse",
     "Reason",
     "ResponseTooLarge",
     "SecretInvalid",
     "SecretNotFound",
+    "TransportFailure",
+    "UnsupportedRecord",
+    "UpstreamTimeout",
 ]
 
 
@@ -75,11 +88,46 @@ class ResponseTooLarge(ValidationFailed):
     reason = Reason.RESPONSE_TOO_LARGE
 
 
-class DeadlineExceeded(ValidationFailed):
+class TransportFailure(UpstreamUnavailable):
+    """The HTTP exchange itself broke (no status to judge): transient, retried."""
+
+
+class ConnectFailed(TransportFailure):
+    """No connection: DNS lookup failed, connection refused, TLS handshake or certificate."""
+
+
+class ConnectionLost(TransportFailure):
+    """The connection broke mid-exchange: reset, peer closed before the whole body."""
+
+
+class UpstreamTimeout(TransportFailure):
+    """A connect, read, write or pool phase ran past its timeout (`transport.timeoutMs`)."""
+
+
+class DeadlineExceeded(UpstreamTimeout):
     """One request, redirects and body included, ran past `transport.deadlineMs`."""
 
     code = "deadline_exceeded"
     reason = Reason.DEADLINE_EXCEEDED
+
+
+class MalformedResponse(InvalidArgument):
+    """A body that does not decode: bad gzip/deflate data, a truncated compressed stream,
+    text that is not JSON (or nests past the parser's 1,024 levels).
+
+    Retried, because a cut connection looks exactly like this; if every attempt gets the
+    same, it is the upstream's data and fails as invalid_argument (exit 4).
+    """
+
+    code = "malformed_response"
+    retryable = True
+
+
+class UnsupportedRecord(InvalidArgument):
+    """A record the envelope cannot hold as canonical JSON (nested past `MAX_RECORD_DEPTH`
+    levels); refetching gives the same record, so it is never retried."""
+
+    code = "unsupported_record"
 
 
 class SecretNotFound(PreconditionFailed):

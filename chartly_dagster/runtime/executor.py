@@ -1,14 +1,15 @@
 """The executor: drive one window's plan page by page into one Parquet file.
 
 This is the single place where a plan meets the network. The CLI `run` and the Dagster
-assets both call `fetch_window`, so paging, envelopes and hashes exist exactly once.
+assets both call `fetch_window`, so paging, envelopes and hashes exist exactly once. Its
+inputs come in a few typed values: the built `Plan`, where the file goes (`WindowTarget`),
+how to reach the upstream (`NetworkOptions`) and the seams tests replace (`Seams`).
 """
 
 from __future__ import annotations
 
 import logging
 import random
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,8 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -28,26 +29,25 @@ from ..core.errors import (
     InvalidArgument,
     PaginationViolation,
     UpstreamError,
-    UpstreamUnavailable,
 )
-from ..core.plan import Limits, Plan, build_plan
+from ..core.plan import Plan
 from ..core.refs import format_ref
 from ..core.windows import Window
-from .egress import Resolver
-from .envelope_arrow import (
+from .decoding import decode_json
+from .egress import EnvPolicy, Resolver
+from .envelope import (
     ENVELOPE_ARROW_SCHEMA,
     EnvelopeBuilder,
     IdSet,
     event_id_keys,
     validate_envelopes,
 )
-from .http import EnvPolicy, GuardedClient, build_client
-from .paginate import PageInfo, PageRequest, Paginator, field_value
-from .parquet import PageStaging, WindowFileWriter
+from .http import GuardedClient, build_client
+from .paginate import STOPPED_ON_FINDING, PageInfo, PageRequest, Paginator, read_records
 from .ratelimit import bucket_for
-from .redact import install_log_redaction
-from .retry import RetryBudget, RetryPolicy, classify_status
+from .retry import RetryBudget, RetryPolicy, classify_response
 from .secrets import SecretResolver
+from .storage import PageStaging, Storage, WindowFileWriter
 from .telemetry import audit, metrics
 
 log = logging.getLogger("chartly.runtime")
@@ -61,37 +61,112 @@ def utc_now() -> datetime:
 
 
 @dataclass(frozen=True)
-class ResumeState:
-    """Where a window stopped: pages staged, records and sequence so far, next request."""
+class Checkpoint:
+    """Where a window stands after a page: the one checkpoint type, resumable as is.
 
-    pages_done: int
-    records_done: int
+    `to_contract` / `from_contract` are the one conversion to and from the stored form,
+    `{scope, checkpoint_type, payload, updated_at}`, kept in Dagster metadata.
+    """
+
+    scope: dict[str, str]
+    checkpoint_type: str
+    position: dict[str, Any]
+    pages: int
+    records: int
     sequence_next: int
-    continuation: dict[str, Any]
-    dropped: int = 0
-    bytes_done: int = 0
+    dropped: int
+    bytes: int
+    watermark: str | None
+    updated_at: str
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"pages_done": self.pages_done, "records_done": self.records_done,
-                "sequence_next": self.sequence_next, "continuation": self.continuation,
-                "dropped": self.dropped, "bytes_done": self.bytes_done}
+    def to_contract(self) -> dict[str, Any]:
+        return {"scope": dict(self.scope), "checkpoint_type": self.checkpoint_type,
+                "payload": {"position": self.position, "pages": self.pages,
+                            "records": self.records, "sequence_next": self.sequence_next,
+                            "dropped": self.dropped, "bytes": self.bytes,
+                            "watermark": self.watermark},
+                "updated_at": self.updated_at}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ResumeState:
-        return cls(int(data["pages_done"]), int(data["records_done"]),
-                   int(data["sequence_next"]), dict(data["continuation"]),
-                   int(data.get("dropped", 0)), int(data.get("bytes_done", 0)))
+    def from_contract(cls, data: dict[str, Any]) -> Checkpoint:
+        """Raises KeyError, TypeError or ValueError when `data` is not a checkpoint."""
+        payload = data["payload"]
+        return cls(scope={str(k): str(v) for k, v in dict(data["scope"]).items()},
+                   checkpoint_type=str(data["checkpoint_type"]),
+                   position=dict(payload["position"]), pages=int(payload["pages"]),
+                   records=int(payload["records"]),
+                   sequence_next=int(payload["sequence_next"]),
+                   dropped=int(payload["dropped"]), bytes=int(payload["bytes"]),
+                   watermark=payload["watermark"], updated_at=str(data["updated_at"]))
 
 
 @dataclass(frozen=True)
 class PageProgress:
-    """Reported after each page is durably staged: enough to resume right after it."""
+    """Reported after each page; with `staged`, `checkpoint` is a durable resume point."""
 
     page: int
     records: int
     bytes: int
-    checkpoint: dict[str, Any]
-    resume: ResumeState
+    checkpoint: Checkpoint
+    staged: bool
+
+
+@dataclass(frozen=True)
+class ResumeReport:
+    """How a window given a checkpoint started: after its page, or over from page 0."""
+
+    requested_page: int
+    resumed_from_page: int
+    message: str
+
+    @property
+    def staging_lost(self) -> bool:
+        return self.resumed_from_page != self.requested_page
+
+
+RunEvent = PageProgress | ResumeReport
+
+
+@dataclass(frozen=True)
+class WindowTarget:
+    """Where a window's file goes and how the window is kept while in flight.
+
+    `resumable` stages every page (under `staging_root`, default next to local files) so
+    a checkpoint can resume the window.
+    """
+
+    storage: Storage
+    partition: str | None = None
+    resumable: bool = False
+    staging_root: str | None = None
+
+    @classmethod
+    def at(cls, destination: str, **options: Any) -> WindowTarget:
+        return cls(Storage.parse(destination), **options)
+
+    def staging(self, relative: str) -> PageStaging:
+        root = Path(self.staging_root) if self.staging_root else self.storage.staging_root()
+        return PageStaging(root / relative.removesuffix(".parquet"), root)
+
+
+@dataclass(frozen=True)
+class NetworkOptions:
+    """How the window reaches its upstream: the env, its secrets and the env's policy."""
+
+    env: str
+    secrets: SecretResolver | None = None
+    env_policy: EnvPolicy | None = None
+
+
+@dataclass(frozen=True)
+class Seams:
+    """What tests replace: time, randomness, name resolution and TLS trust."""
+
+    clock: Clock = utc_now
+    sleep: Callable[[float], None] = time.sleep
+    rng: random.Random | None = None
+    resolver: Resolver | None = None
+    verify: Any = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +178,9 @@ class WindowResult:
     plan_hash: str
     window: Window
     outcome: str
+    #: how the window ended: one of paginate.EXPLICIT_ENDS, a cap (`cap:maxPages`, ...) or
+    #: `stopped_on_finding`
+    ended_by: str
     records: int
     pages: int
     bytes: int
@@ -112,46 +190,44 @@ class WindowResult:
     duplicates: int
     findings: list[dict[str, Any]]
     content_hash: str
-    checkpoint: dict[str, Any]
+    checkpoint: Checkpoint
     uri: str
     file_bytes: int
     duration_seconds: float
     arrow_schema: pa.Schema = field(repr=False)
     watermark: str | None
     resumed_from_page: int = 0
+    capped_by: str | None = None
 
     def results_section(self) -> dict[str, Any]:
         """The `results` section of the output contract (no wall-clock timestamps)."""
-        checkpoint = {k: v for k, v in self.checkpoint.items() if k != "updated_at"}
-        return {"outcome": self.outcome, "records": self.records, "pages": self.pages,
+        checkpoint = {k: v for k, v in self.checkpoint.to_contract().items()
+                      if k != "updated_at"}
+        return {"outcome": self.outcome, "ended_by": self.ended_by,
+                "records": self.records, "pages": self.pages,
                 "bytes": self.bytes, "requests": self.requests, "retries": self.retries,
                 "dropped_out_of_window": self.dropped_out_of_window,
                 "duplicates": self.duplicates, "content_hash": self.content_hash,
                 "checkpoint": checkpoint, "output": self.uri, "file_bytes": self.file_bytes,
                 "duration_seconds": round(self.duration_seconds, 3),
                 "watermark": self.watermark, "resumed_from_page": self.resumed_from_page,
-                "findings": self.findings}
+                "capped_by": self.capped_by, "findings": self.findings}
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
 
 def window_file_name(resolved: ResolvedProfile, window: Window, partition: str | None) -> str:
+    """`tenant/project/connector/<partition>.parquet`, or `<start>--<end>.parquet` without
+    one, so two windows that share a start never share a file."""
     ref = resolved.ref
-    stem = partition or format_rfc3339(window.start)
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)
-    return f"{ref.tenant}/{ref.project}/{ref.name}/{safe}.parquet"
+    stem = partition or f"{format_rfc3339(window.start)}--{format_rfc3339(window.end)}"
+    return f"{ref.tenant}/{ref.project}/{ref.name}/{_safe(stem)}.parquet"
 
 
-def _staging_folder(destination: str, relative: str, staging_dir: str | None) -> Path:
-    if staging_dir:
-        root = Path(staging_dir)
-    elif "://" in destination and not destination.startswith("file://"):
-        root = Path(tempfile.gettempdir()) / "chartly-staging"
-    else:
-        root = Path(destination.removeprefix("file://")) / ".staging"
-    return root / relative.removesuffix(".parquet")
-
-
-class _Window:
-    """Mutable state of one window run; keeps `fetch_window` readable."""
+class _WindowRun:
+    """Mutable state of one window while it is fetched; keeps `fetch_window` readable."""
 
     def __init__(self, resolved: ResolvedProfile, window: Window, plan: Plan,
                  partition: str | None, clock: Clock) -> None:
@@ -162,12 +238,19 @@ class _Window:
         self.clock = clock
         self.builder = EnvelopeBuilder(resolved, window)
         self.ids = IdSet()
-        self.pages = self.records = self.bytes = self.requests = self.dropped = 0
+        self.pages = self.records = self.bytes = self.dropped = 0
         self.duplicates = 0
         self.sequence = 0
         self.findings: list[dict[str, Any]] = []
         self.watermark_us: int | None = None
         self.outcome = "complete"
+        self.capped_by: str | None = None
+        self.resumed_from_page = 0
+
+    def cap(self, name: str, message: str) -> None:
+        self.outcome = "capped"
+        self.capped_by = name
+        self.findings.append({"code": "cap_reached", "message": message})
 
     def observe_watermark(self, batch: pa.RecordBatch) -> None:
         if batch.num_rows:
@@ -180,96 +263,73 @@ class _Window:
             return None
         return format_rfc3339(datetime.fromtimestamp(self.watermark_us / 1e6, UTC))
 
-    def checkpoint(self, paginator: Paginator) -> dict[str, Any]:
+    def checkpoint(self, paginator: Paginator) -> Checkpoint:
         ref = self.resolved.ref
-        payload = {**self._position(paginator), "pages": self.pages, "records": self.records,
-                   "sequence_next": self.sequence, "watermark": self.watermark}
-        return {"scope": {"tenant": ref.tenant, "project": ref.project,
-                          "connector": ref.name,
-                          "partition": self.partition or format_rfc3339(self.window.start)},
-                "checkpoint_type": paginator.checkpoint_type, "payload": payload,
-                "updated_at": format_rfc3339(self.clock().replace(microsecond=0))}
-
-    @staticmethod
-    def _position(paginator: Paginator) -> dict[str, Any]:
-        """The paginator's state, with only the latest cursors kept for repeat detection."""
-        state = dict(paginator.state)
-        if "seen" in state:
-            state["seen"] = state["seen"][-CHECKPOINT_SEEN:]
-        return state
-
-    def resume_state(self, paginator: Paginator) -> ResumeState:
-        return ResumeState(self.pages, self.records, self.sequence, self._position(paginator),
-                           self.dropped, self.bytes)
-
-
-def _records_of(body: Any, path: str) -> list[Any]:
-    records = body if not path else field_value(body, path)
-    if not isinstance(records, list):
-        where = f"field {path!r}" if path else "the body"
-        raise InvalidArgument(f"{where} of the response is not a JSON array of records",
-                              field="records.path")
-    return records
+        # Only the latest cursors are kept for repeat detection after a resume.
+        position = dict(paginator.state)
+        if "seen" in position:
+            position["seen"] = position["seen"][-CHECKPOINT_SEEN:]
+        return Checkpoint(
+            scope={"tenant": ref.tenant, "project": ref.project, "connector": ref.name,
+                   "partition": self.partition or format_rfc3339(self.window.start)},
+            checkpoint_type=paginator.checkpoint_type, position=position, pages=self.pages,
+            records=self.records, sequence_next=self.sequence, dropped=self.dropped,
+            bytes=self.bytes, watermark=self.watermark,
+            updated_at=format_rfc3339(self.clock().replace(microsecond=0)))
 
 
 def _fetch_page(client: GuardedClient, request: PageRequest, clock: Clock,
-                counter: list[int]) -> tuple[Any, str | None, str, int]:
+                counter: list[int]) -> tuple[Any, httpx.Headers, str, int]:
     counter[0] += 1
     response = client.get(request.url, request.params or None)
-    error = classify_status(response.status_code, response.headers, response.url, clock())
+    error = classify_response(response, clock())
     if error is not None:
         raise error
-    try:
-        body = orjson.loads(response.content)
-    except orjson.JSONDecodeError:
-        # Truncated or garbled bodies are usually a cut connection: retry the page.
-        raise UpstreamUnavailable(f"response from {response.url} is not valid JSON "
-                                  f"({len(response.content)} bytes)") from None
-    return body, response.headers.get("link"), response.url, len(response.content)
+    body = decode_json(response.content, response.url)
+    return body, response.headers, response.url, len(response.content)
 
 
-def fetch_window(resolved: ResolvedProfile, window: Window, *, env: str, destination: str,
-                 secrets: SecretResolver | None = None, limits: Limits | None = None,
-                 resume: ResumeState | None = None,
-                 on_page: Callable[[PageProgress], None] | None = None,
-                 partition: str | None = None, env_policy: EnvPolicy | None = None,
-                 staging_dir: str | None = None, resolver: Resolver | None = None,
-                 verify: Any = None, clock: Clock = utc_now,
-                 sleep: Callable[[float], None] = time.sleep,
-                 rng: random.Random | None = None) -> WindowResult:
-    """Fetch `window` into one Parquet file under `destination`; raise a ChartlyError on failure.
+def fetch_window(resolved: ResolvedProfile, window: Window, plan: Plan, *,
+                 target: WindowTarget, network: NetworkOptions,
+                 resume: Checkpoint | None = None,
+                 on_progress: Callable[[RunEvent], None] | None = None,
+                 seams: Seams | None = None) -> WindowResult:
+    """Fetch `window` by `plan` into one Parquet file at `target`; raise a ChartlyError on
+    failure.
 
-    On failure nothing is written at the final path and staged pages stay for a resume;
-    `on_page` sees a checkpoint after every page so a caller can persist it.
+    On failure nothing is written at the final path and, for a resumable target, staged
+    pages stay for a resume; `on_progress` sees how a resume started and a checkpoint
+    after every page, so a caller can persist it.
     """
+    if plan.body["resolved_profile_hash"] != resolved.hash:
+        raise ValueError("fetch_window: the plan was built from another resolved profile")
+    seams = seams or Seams()
     started = time.monotonic()
-    plan = build_plan(resolved, window, limits)
     ref_text = format_ref(resolved.ref)
+    partition = target.partition
     audit("connector.profile.resolved", ref=ref_text, resolved_hash=resolved.hash,
           source=resolved.source_path)
     audit("connector.run.started", ref=ref_text, window=window.to_dict(),
           plan_hash=plan.plan_hash, partition=partition)
     relative = window_file_name(resolved, window, partition)
-    staging = PageStaging(_staging_folder(destination, relative, staging_dir))
-    run = _Window(resolved, window, plan, partition, clock)
+    staging = target.staging(relative)
+    run = _WindowRun(resolved, window, plan, partition, seams.clock)
     budget = RetryBudget(resolved.spec.retry.budget_per_window)
     counter = [0]
     writer: WindowFileWriter | None = None
     try:
-        with build_client(resolved, env=env, secrets=secrets, env_policy=env_policy,
-                          resolver=resolver, verify=verify) as client:
-            if secrets is not None:
-                # Every caller (CLI, Dagster, scripts) gets scrubbed logs: httpx logs each
-                # request URL at INFO, and an apiKeyQuery credential rides in that URL.
-                install_log_redaction(secrets.redactor)
-            writer = WindowFileWriter(destination, relative,
-                                      check=lambda table: _check_contract(table, window))
-            paginator = _start(resolved, plan, staging, run, resume, writer)
-            retry = RetryPolicy(resolved.spec.retry, budget, sleep=sleep, rng=rng,
+        with build_client(resolved, env=network.env, secrets=network.secrets,
+                          env_policy=network.env_policy, resolver=seams.resolver,
+                          verify=seams.verify) as client:
+            writer = _open_writer(target, relative, plan, window)
+            paginator = _start(resolved, plan, target, staging, run, resume, writer,
+                               on_progress)
+            retry = RetryPolicy(resolved.spec.retry, budget, sleep=seams.sleep, rng=seams.rng,
                                 on_retry=lambda exc, wait: log.info(
                                     "retrying after %s (%s) in %.2fs", exc.code, exc.message,
                                     wait))
-            _drive(client, paginator, staging, run, writer, retry, counter, on_page, sleep)
+            _drive(client, paginator, staging if target.resumable else None, run, writer,
+                   retry, counter, on_progress, seams.sleep)
         uri, content_hash, file_bytes = writer.commit()
         checkpoint = run.checkpoint(paginator)
         staging.clear()
@@ -295,39 +355,64 @@ def fetch_window(resolved: ResolvedProfile, window: Window, *, env: str, destina
           partition=partition)
     return WindowResult(
         ref=ref_text, resolved_hash=resolved.hash, plan_hash=plan.plan_hash, window=window,
-        outcome=run.outcome, records=run.records, pages=run.pages, bytes=run.bytes,
+        outcome=run.outcome, ended_by=paginator.ended_by or "", records=run.records,
+        pages=run.pages, bytes=run.bytes,
         requests=counter[0], retries=budget.used, dropped_out_of_window=run.dropped,
         duplicates=run.duplicates, findings=sorted(run.findings, key=lambda f: f["code"]),
         content_hash=content_hash, checkpoint=checkpoint, uri=uri, file_bytes=file_bytes,
         duration_seconds=duration, arrow_schema=ENVELOPE_ARROW_SCHEMA,
-        watermark=run.watermark, resumed_from_page=resume.pages_done if resume else 0)
+        watermark=run.watermark, resumed_from_page=run.resumed_from_page,
+        capped_by=run.capped_by)
 
 
-def _start(resolved: ResolvedProfile, plan: Plan, staging: PageStaging, run: _Window,
-           resume: ResumeState | None, writer: WindowFileWriter) -> Paginator:
-    """A fresh paginator, or one restored after the last checkpointed page."""
+def _open_writer(target: WindowTarget, relative: str, plan: Plan,
+                 window: Window) -> WindowFileWriter:
+    """The window's file writer, after removing temp files a killed run of this window
+    left behind."""
+    removed = target.storage.remove_stale_temp(relative)
+    if removed:
+        log.info("removed %d temp file(s) left by an earlier run of %s", removed, relative)
+    return target.storage.writer(relative, plan_hash=plan.plan_hash,
+                                 check=lambda table: _check_contract(table, window))
+
+
+def _start(resolved: ResolvedProfile, plan: Plan, target: WindowTarget, staging: PageStaging,
+           run: _WindowRun, resume: Checkpoint | None, writer: WindowFileWriter,
+           on_progress: Callable[[RunEvent], None] | None) -> Paginator:
+    """A fresh paginator, or one restored after the checkpoint's page if its pages are
+    still staged; a checkpoint whose pages are gone is reported and the window starts over."""
     auth = resolved.spec.auth
-    drop = frozenset({auth.query_param} if auth.query_param else ())
-    if resume is None or len(staging.pages()) < resume.pages_done:
+    drop = frozenset(filter(None, [auth.credential_param()]))
+    staged = len(staging.pages()) if target.resumable else 0
+    if resume is None or not target.resumable or staged < resume.pages:
+        if target.resumable:
+            staging.reset()
         if resume is not None:
-            log.warning("cannot resume after page %d: only %d pages are staged; starting over",
-                        resume.pages_done, len(staging.pages()))
-        staging.reset()
+            report = ResumeReport(
+                resume.pages, 0, f"staging lost, fetching from page 0: the checkpoint is "
+                f"after page {resume.pages} but {staged} page(s) are staged")
+            log.warning("%s", report.message)
+            if on_progress is not None:
+                on_progress(report)
         return Paginator(resolved.spec, plan, drop)
-    staging.keep_first(resume.pages_done)
+    staging.keep_first(resume.pages)
     for batch in staging.batches():
         run.ids.add_new(event_id_keys(batch.column("event_id")))
         run.observe_watermark(batch)
         writer.submit(batch)
-    run.pages, run.records = resume.pages_done, resume.records_done
-    run.sequence, run.dropped, run.bytes = resume.sequence_next, resume.dropped, resume.bytes_done
-    log.info("resuming after page %d (%d records)", resume.pages_done, resume.records_done)
-    return Paginator(resolved.spec, plan, drop, state=resume.continuation)
+    run.pages, run.records, run.resumed_from_page = resume.pages, resume.records, resume.pages
+    run.sequence, run.dropped, run.bytes = resume.sequence_next, resume.dropped, resume.bytes
+    report = ResumeReport(resume.pages, resume.pages, f"resuming after page {resume.pages} "
+                          f"({resume.records} records staged)")
+    log.info("%s", report.message)
+    if on_progress is not None:
+        on_progress(report)
+    return Paginator(resolved.spec, plan, drop, state=resume.position)
 
 
-def _drive(client: GuardedClient, paginator: Paginator, staging: PageStaging, run: _Window,
-           writer: WindowFileWriter, retry: RetryPolicy, counter: list[int],
-           on_page: Callable[[PageProgress], None] | None,
+def _drive(client: GuardedClient, paginator: Paginator, staging: PageStaging | None,
+           run: _WindowRun, writer: WindowFileWriter, retry: RetryPolicy, counter: list[int],
+           on_progress: Callable[[RunEvent], None] | None,
            sleep: Callable[[float], None]) -> None:
     spec = run.resolved.spec
     limits = run.plan.limits
@@ -337,22 +422,17 @@ def _drive(client: GuardedClient, paginator: Paginator, staging: PageStaging, ru
     while (request := paginator.current) is not None:
         cap = _cap_reached(run, limits)
         if cap:
-            run.outcome = "capped"
-            run.findings.append({"code": "cap_reached", "message": cap})
+            run.cap(*cap)
+            paginator.stop(_CAP_ENDED_BY[cap[0]])
             return
 
-        def attempt(request: PageRequest = request) -> tuple[Any, str | None, str, int]:
+        def attempt(request: PageRequest = request) -> tuple[Any, httpx.Headers, str, int]:
             bucket.acquire(max_wait=max_wait, sleep=sleep)
             return _fetch_page(client, request, run.clock, counter)
 
-        try:
-            body, link, final_url, size = retry.call(attempt)
-        except UpstreamUnavailable as exc:
-            if "not valid JSON" in exc.message:
-                raise InvalidArgument(exc.message) from exc
-            raise
-        records = _records_of(body, spec.records.path)
-        page = PageInfo(request, body, link, final_url, len(records))
+        body, headers, final_url, size = retry.call(attempt)
+        records = read_records(body, spec, client.redactor.scrub)
+        page = PageInfo(request, body, headers, final_url, records)
         stop_after = False
         try:
             paginator.advance(page)
@@ -360,16 +440,14 @@ def _drive(client: GuardedClient, paginator: Paginator, staging: PageStaging, ru
             if spec.pagination.on_violation == "error":
                 raise
             run.findings.append({"code": exc.code, "message": exc.message})
-            paginator.state["next"] = None
+            paginator.stop(STOPPED_ON_FINDING)
             run.outcome = "stopped_on_finding"
             stop_after = True
         room = limits["max_records"] - run.records
         if len(records) > room:
             records = records[:room]
-            paginator.state["next"] = None
-            run.outcome = "capped"
-            run.findings.append({"code": "cap_reached",
-                                 "message": f"max_records {limits['max_records']} reached"})
+            paginator.stop(_CAP_ENDED_BY["max_records"])
+            run.cap("max_records", f"max_records {limits['max_records']} reached")
         batch, keys, dropped = run.builder.build(
             records, sequence_start=run.sequence, provenance_uri=final_url,
             collected_at=run.clock())
@@ -381,28 +459,32 @@ def _drive(client: GuardedClient, paginator: Paginator, staging: PageStaging, ru
         run.records += batch.num_rows
         run.bytes += size
         run.observe_watermark(batch)
-        if on_page is not None:  # only a caller that keeps checkpoints can ever resume
+        if staging is not None:  # only a resumable target stages pages
             staging.stage(run.pages, batch)
         writer.submit(batch)
         run.pages += 1
-        if on_page is not None:
-            on_page(PageProgress(run.pages, run.records, run.bytes, run.checkpoint(paginator),
-                                 run.resume_state(paginator)))
+        if on_progress is not None:
+            on_progress(PageProgress(run.pages, run.records, run.bytes,
+                                     run.checkpoint(paginator), staging is not None))
         if stop_after:
             return
 
 
-def _cap_reached(run: _Window, limits: dict[str, int]) -> str | None:
-    if run.pages >= limits["max_pages"]:
-        return f"max_pages {limits['max_pages']} reached with more pages to fetch"
-    if run.records >= limits["max_records"]:
-        return f"max_records {limits['max_records']} reached with more pages to fetch"
-    if run.bytes >= limits["max_bytes"]:
-        return f"max_bytes {limits['max_bytes']} reached with more pages to fetch"
+#: how a window stopped at each cap reads in `ended_by` (the profile's key names)
+_CAP_ENDED_BY = {"max_pages": "cap:maxPages", "max_records": "cap:maxRecords",
+                 "max_bytes": "cap:maxBytes"}
+
+
+def _cap_reached(run: _WindowRun, limits: dict[str, int]) -> tuple[str, str] | None:
+    """The cap (name, message) that stops the window before its next page, if any."""
+    for name, done in (("max_pages", run.pages), ("max_records", run.records),
+                       ("max_bytes", run.bytes)):
+        if done >= limits[name]:
+            return name, f"{name} {limits[name]} reached with more pages to fetch"
     return None
 
 
-def _dedupe(run: _Window, batch: pa.RecordBatch, keys: np.ndarray) -> pa.RecordBatch:
+def _dedupe(run: _WindowRun, batch: pa.RecordBatch, keys: np.ndarray) -> pa.RecordBatch:
     """Detect record ids seen earlier in the window: fail, or drop them and report."""
     seen = run.ids.add_new(keys)
     if not seen.any():
@@ -416,7 +498,6 @@ def _dedupe(run: _Window, batch: pa.RecordBatch, keys: np.ndarray) -> pa.RecordB
     run.duplicates += len(rows)
     run.findings.append({"code": "duplicate_record_id", "message": message})
     return batch.filter(pa.array(~seen))
-
 
 
 def _check_contract(table: pa.Table, window: Window) -> None:

@@ -5,17 +5,17 @@ redirect hop, retry and pooled reconnect is checked on the IP it connects to), i
 environment proxies and netrc, and never turns TLS verification off. `GuardedClient.get`
 follows redirects itself under the profile's policy, applies auth only to the profile's
 own origin, caps decoded bytes while streaming and enforces one deadline per request.
+httpx exceptions never get out: `_mapped_errors` turns each into one of ours.
 """
 
 from __future__ import annotations
 
-import ipaddress
+import contextlib
 import ssl
 import time
-import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType, TracebackType
+from types import TracebackType
 from typing import Self
 
 import certifi
@@ -23,91 +23,60 @@ import httpcore
 import httpx
 
 from ..core.catalog import ResolvedProfile
-from ..core.hostnames import normalize_hostname
+from ..core.hostnames import canonical_ip_literal, normalize_hostname
 from ..core.profile import FORBIDDEN_HEADERS, Transport
-from .egress import EgressGuard, GuardedNetworkBackend, IPNetwork, Resolver, default_port
-from .errors import DeadlineExceeded, EgressRefused, Reason, ResponseTooLarge, SecretNotFound
-from .redact import Redactor
+from .decoding import ACCEPT_ENCODING, BodyDecoder
+from .egress import EgressGuard, EnvPolicy, GuardedNetworkBackend, Resolver, default_port
+from .errors import (
+    ConnectFailed,
+    ConnectionLost,
+    DeadlineExceeded,
+    EgressRefused,
+    Reason,
+    SecretNotFound,
+    TransportFailure,
+    UpstreamTimeout,
+)
+from .redact import Redactor, install_log_redaction
 from .secrets import ResolvedAuth, SecretResolver
 
-__all__ = ["EnvPolicy", "GuardedClient", "GuardedResponse", "build_client"]
+__all__ = ["GuardedClient", "GuardedResponse", "build_client"]
 
 USER_AGENT = "chartly-dagster/0.1"
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-LOOPBACK_CIDRS = ("127.0.0.0/8", "::1/128")
-PRIVATE_CIDRS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
 # The client decodes bodies itself (to bound decoded bytes), so it owns Accept-Encoding.
 _CALLER_FORBIDDEN_HEADERS = FORBIDDEN_HEADERS | {"accept-encoding", "proxy-connection"}
 _LOCATION = "chartly.location"
-
-
-def _default_env_cidrs() -> Mapping[str, tuple[str, ...]]:
-    return MappingProxyType({
-        "dev": LOOPBACK_CIDRS + PRIVATE_CIDRS,
-        "staging": PRIVATE_CIDRS,
-        "prod": PRIVATE_CIDRS,
-    })
-
-
-@dataclass(frozen=True)
-class EnvPolicy:
-    """What each environment lets a profile open up: CIDRs into private space, plain http.
-
-    A profile's `allowedCidrs` entry must sit inside one of its env's ranges; metadata
-    addresses stay refused whatever is allowed (see `egress.HARD_DENY`).
-    """
-
-    allowable_cidrs: Mapping[str, tuple[str, ...]] = field(
-        default_factory=_default_env_cidrs, hash=False)
-    plaintext_http_envs: frozenset[str] = frozenset({"dev"})
-    #: Deployment caps on the profile's `transport` timeouts (ms); a cap only ever lowers
-    #: the profile's value, so a profile cannot wait longer than its env allows.
-    max_timeout_ms: int | None = None
-    max_connect_timeout_ms: int | None = None
-    max_deadline_ms: int | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("max_timeout_ms", "max_connect_timeout_ms", "max_deadline_ms"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ValueError(f"EnvPolicy.{name} must be positive, got {value}")
-
-    def capped(self, transport: Transport) -> Transport:
-        """The profile's transport with each timeout lowered to its cap (never raised)."""
-        caps = {"timeout_ms": self.max_timeout_ms,
-                "connect_timeout_ms": self.max_connect_timeout_ms,
-                "deadline_ms": self.max_deadline_ms}
-        update = {name: min(getattr(transport, name), cap)
-                  for name, cap in caps.items() if cap is not None}
-        return transport.model_copy(update=update) if update else transport
-
-    def networks_for(self, env: str, cidrs: list[str]) -> tuple[IPNetwork, ...]:
-        """The profile's CIDRs as networks; refuses any the env does not permit."""
-        allowable = [ipaddress.ip_network(c) for c in self.allowable_cidrs.get(env, ())]
-        out = []
-        for cidr in cidrs:
-            net = ipaddress.ip_network(cidr)
-            if not any(net.version == a.version and net.subnet_of(a)  # type: ignore[arg-type]
-                       for a in allowable):
-                raise EgressRefused(Reason.CIDR_NOT_PERMITTED,
-                                    f"egressPolicy.allowedCidrs entry {cidr} is not permitted "
-                                    f"in env {env!r}", field="egressPolicy.allowedCidrs")
-            out.append(net)
-        return tuple(out)
-
-    def schemes_for(self, env: str) -> frozenset[str]:
-        return frozenset({"http", "https"} if env in self.plaintext_http_envs else {"https"})
+#: an error body is scrubbed over this many characters, then cut to `EXCERPT_CHARS`, so a
+#: secret straddling the cut is scrubbed whole before any of it could show
+_EXCERPT_SCAN = 4096
+EXCERPT_CHARS = 200
 
 
 @dataclass(frozen=True)
 class GuardedResponse:
-    """A fully read response; `url` and `redirects` are scrubbed of credentials."""
+    """A fully read response; `url` and `redirects` are scrubbed of credentials. The body is
+    the upstream's raw data (it may echo anything back), so it stays out of `repr`."""
 
     status_code: int
     headers: httpx.Headers
-    content: bytes
+    content: bytes = field(repr=False)
     url: str
     redirects: tuple[str, ...] = ()
+    redactor: Redactor = field(default_factory=Redactor, repr=False, compare=False)
+
+    def excerpt(self, limit: int = EXCERPT_CHARS) -> str:
+        """The start of the body as one line, secrets scrubbed, at most `limit` characters:
+        what the upstream said about a rejected request, fit for an error message."""
+        text = self.content[:4 * _EXCERPT_SCAN].decode("utf-8", errors="replace")
+        # Scrub before cutting to `limit`: a secret starting inside the excerpt lies wholly
+        # inside the scanned text, so it is replaced whole, never shown in part.
+        scrubbed = self.redactor.scrub(text[:_EXCERPT_SCAN]).lstrip()
+        line = " ".join("".join(c if c.isprintable() else " " for c in scrubbed[:limit + 1])
+                        .split())
+        if len(scrubbed) > limit + 1 or len(line) > limit:
+            return line[:limit - 1] + "…"
+        return line
 
 
 class _GuardedTransport(httpx.HTTPTransport):
@@ -140,45 +109,9 @@ def _ssl_context(verify: ssl.SSLContext | str | bool | None) -> ssl.SSLContext:
 
 
 def _origin(url: httpx.URL) -> tuple[str, str, int]:
-    return url.scheme, normalize_hostname(url.host), default_port(url)
-
-
-class _BoundedDecoder:
-    """Decodes gzip/deflate with zlib's `max_length`, so a bomb never inflates past the cap."""
-
-    def __init__(self, encoding: str) -> None:
-        self.encoding = encoding
-        self._first = True
-        self._zlib = None
-        if encoding in ("gzip", "x-gzip"):
-            self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        elif encoding == "deflate":
-            self._zlib = zlib.decompressobj(zlib.MAX_WBITS)
-
-    def decode(self, data: bytes, room: int) -> bytes:
-        if self._zlib is None:
-            out = data
-        else:
-            try:
-                out = self._zlib.decompress(data, room + 1)
-            except zlib.error:
-                if not (self._first and self.encoding == "deflate"):
-                    raise httpx.DecodingError(f"invalid {self.encoding} body") from None
-                # Some servers send raw deflate without the zlib wrapper.
-                self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
-                out = self._zlib.decompress(data, room + 1)
-        self._first = False
-        if len(out) > room:
-            raise ResponseTooLarge("response body exceeds transport.maxPayloadBytes "
-                                   "(counted after decoding)")
-        return out
-
-    def flush(self, room: int) -> bytes:
-        out = self._zlib.flush() if self._zlib is not None else b""
-        if len(out) > room:
-            raise ResponseTooLarge("response body exceeds transport.maxPayloadBytes "
-                                   "(counted after decoding)")
-        return out
+    """(scheme, host, port) of a URL the guard has checked: a name or an allowed address."""
+    ip = canonical_ip_literal(url.host)
+    return url.scheme, str(ip) if ip else normalize_hostname(url.host), default_port(url)
 
 
 class GuardedClient:
@@ -216,8 +149,10 @@ class GuardedClient:
             headers: Mapping[str, str] | None = None) -> GuardedResponse:
         """GET an absolute URL under the egress policy; any status code is returned.
 
-        Raises `EgressRefused`, `ResponseTooLarge`, `DeadlineExceeded`; transport failures
-        propagate as `httpx.TransportError` subclasses (credentials scrubbed).
+        Raises only `ChartlyError`s: `EgressRefused`, `ResponseTooLarge`,
+        `MalformedResponse` (a body that does not decode) and, for transport failures, a
+        `TransportFailure` subclass (`ConnectFailed`, `ConnectionLost`, `UpstreamTimeout`,
+        `DeadlineExceeded`) with credentials scrubbed from its message.
         """
         deadline = time.monotonic() + self._spec.deadline_ms / 1000
         extra = self._check_headers(headers or {})
@@ -236,9 +171,10 @@ class GuardedClient:
             response = self._send(target, extra, deadline)
             location = response.extensions.get(_LOCATION)
             if location is None:
-                content = self._read_body(response, deadline)
+                where = self.redactor.scrub_url(target)
+                content = self._read_body(response, where, deadline)
                 return GuardedResponse(response.status_code, response.headers, content,
-                                       self.redactor.scrub_url(target), tuple(hops))
+                                       where, tuple(hops), self.redactor)
             response.close()
             hops.append(self.redactor.scrub_url(target))
             if len(hops) > self._max_redirects:
@@ -295,55 +231,58 @@ class GuardedClient:
     def _send(self, target: httpx.URL, extra: dict[str, str],
               deadline: float) -> httpx.Response:
         headers = dict(extra)
+        where = self.redactor.scrub_url(target)
         if _origin(target) == self._base_origin:
             # Credentials only ever go to the profile's own origin, never across a redirect.
             headers.update(self._auth.headers())
             target = target.copy_merge_params(self._auth.params())
         request = self._client.build_request("GET", target, headers=headers,
                                              timeout=self._timeout(deadline))
-        try:
+        with self._mapped_errors(where, deadline):
             return self._client.send(request, stream=True, follow_redirects=False)
-        except httpx.TransportError as exc:
-            raise self._transport_error(exc, deadline) from None
 
-    def _read_body(self, response: httpx.Response, deadline: float) -> bytes:
-        cap = self._spec.max_payload_bytes
+    def _read_body(self, response: httpx.Response, where: str, deadline: float) -> bytes:
         try:
-            encoding = response.headers.get("content-encoding", "identity").strip().lower()
-            if encoding not in ("identity", "", "gzip", "x-gzip", "deflate"):
-                raise EgressRefused(Reason.UNSUPPORTED_CONTENT_ENCODING,
-                                    f"content-encoding {encoding!r} is not accepted")
-            length = response.headers.get("content-length", "")
-            if encoding in ("identity", "") and length.isdigit() and int(length) > cap:
-                raise ResponseTooLarge(f"response declares {length} bytes, over "
-                                       f"transport.maxPayloadBytes ({cap})")
-            decoder = _BoundedDecoder(encoding)
+            decoder = BodyDecoder(response.headers.get("content-encoding"),
+                                  self._spec.max_payload_bytes)
+            decoder.check_declared_length(response.headers.get("content-length"))
             body = bytearray()
-            for chunk in response.iter_raw():
-                body += decoder.decode(chunk, cap - len(body))
-                if time.monotonic() > deadline:
-                    raise DeadlineExceeded(f"response body ran past transport.deadlineMs "
-                                           f"({self._spec.deadline_ms} ms)")
-            body += decoder.flush(cap - len(body))
+            with self._mapped_errors(where, deadline):
+                for chunk in response.iter_raw():
+                    body += decoder.decode(chunk)
+                    if time.monotonic() > deadline:
+                        raise DeadlineExceeded(f"response body ran past transport.deadlineMs "
+                                               f"({self._spec.deadline_ms} ms)")
+            decoder.finish()
             return bytes(body)
-        except httpx.TransportError as exc:
-            raise self._transport_error(exc, deadline) from None
         finally:
             response.close()
 
-    def _transport_error(self, exc: httpx.TransportError,
-                         deadline: float) -> httpx.TransportError | DeadlineExceeded:
-        """The same error class with credentials scrubbed, or DeadlineExceeded if it was."""
-        if isinstance(exc, httpx.TimeoutException) and time.monotonic() >= deadline - 0.005:
-            return DeadlineExceeded(f"request ran past transport.deadlineMs "
-                                    f"({self._spec.deadline_ms} ms)")
-        message = self.redactor.scrub(str(exc) or type(exc).__name__)
+    @contextlib.contextmanager
+    def _mapped_errors(self, where: str, deadline: float) -> Iterator[None]:
+        """The one place httpx's exceptions become ours (as httpx maps httpcore's): the class
+        says what failed and that it is transient; the message keeps the scrubbed detail."""
         try:
-            safe_url = self.redactor.scrub_url(exc.request.url)
-        except RuntimeError:
-            safe_url = ""
-        clean = type(exc)(message, request=httpx.Request("GET", safe_url) if safe_url else None)
-        return clean
+            yield
+        except httpx.TransportError as exc:
+            if isinstance(exc, httpx.TimeoutException) and time.monotonic() >= deadline - 0.005:
+                raise DeadlineExceeded(f"request to {where} ran past transport.deadlineMs "
+                                       f"({self._spec.deadline_ms} ms)") from None
+            ours, label = next((c, label) for kind, c, label in _TRANSPORT_ERRORS
+                               if isinstance(exc, kind))
+            detail = self.redactor.scrub(str(exc) or type(exc).__name__)
+            # `from None`: the httpx exception's request and args hold the unscrubbed URL.
+            raise ours(f"{label} ({type(exc).__name__}) on {where}: {detail}") from None
+
+
+#: httpx's transport failures to ours, most specific first (ConnectError is a NetworkError)
+_TRANSPORT_ERRORS: tuple[tuple[type[httpx.TransportError], type[TransportFailure], str], ...] = (
+    (httpx.TimeoutException, UpstreamTimeout, "timeout"),
+    (httpx.ConnectError, ConnectFailed, "network error"),
+    (httpx.NetworkError, ConnectionLost, "network error"),
+    (httpx.RemoteProtocolError, ConnectionLost, "network error"),
+    (httpx.TransportError, TransportFailure, "network error"),
+)
 
 
 def _take_location(response: httpx.Response) -> None:
@@ -371,6 +310,7 @@ def build_client(resolved: ResolvedProfile, *, env: str, secrets: SecretResolver
         allowed_ports=frozenset(egress.allowed_ports or [spec.transport.port]),
         allowed_schemes=policy.schemes_for(env),
         allowed_networks=policy.networks_for(env, egress.allowed_cidrs),
+        env_networks=policy.env_networks(),
     )
     base_url = guard.check_url(spec.transport.base_url)
     context = _ssl_context(verify)
@@ -382,9 +322,14 @@ def build_client(resolved: ResolvedProfile, *, env: str, secrets: SecretResolver
                              "resolver was configured", field="secretRef")
     else:
         auth = secrets.resolve_auth(spec.auth)
+    if secrets is not None:
+        # The one place log redaction is installed: every client's callers (CLI, Dagster,
+        # scripts) get scrubbed logs, since httpx logs each request URL (and an apiKeyQuery
+        # credential with it) at INFO.
+        install_log_redaction(secrets.redactor)
     redactor = secrets.redactor if secrets is not None else Redactor()
     transport = _GuardedTransport(GuardedNetworkBackend(guard, resolver), context)
-    default_headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "gzip, deflate",
+    default_headers = {"User-Agent": USER_AGENT, "Accept-Encoding": ACCEPT_ENCODING,
                        **spec.request.headers}
     client = httpx.Client(transport=transport, trust_env=False, follow_redirects=False,
                           headers=default_headers,

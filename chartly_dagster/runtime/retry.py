@@ -1,8 +1,9 @@
 """Retry classification (seed 001 classes) and a bounded retry loop built on tenacity.
 
-Transient and throttled failures are retried with capped exponential backoff and jitter,
-honouring Retry-After; permanent and auth failures never are; a per-window budget makes
-infinite retries impossible even across many pages.
+An error class says whether it may be retried (`ChartlyError.retryable`): transient and
+throttled failures, and bodies that do not decode, are retried with capped exponential
+backoff and jitter, honouring Retry-After; permanent and auth failures never are; a
+per-window budget makes infinite retries impossible even across many pages.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
-import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception
 
 from ..core.errors import (
@@ -27,10 +27,9 @@ from ..core.errors import (
     UpstreamUnavailable,
 )
 from ..core.profile import RetrySpec
-from .errors import DeadlineExceeded
+from .http import GuardedResponse
 
 T = TypeVar("T")
-RETRYABLE = ("transient", "throttled")
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
@@ -49,34 +48,35 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     return max(0.0, (moment - now).total_seconds())
 
 
-def classify_status(status: int, headers: Mapping[str, str], url: str,
-                    now: datetime) -> UpstreamError | None:
-    """The error a non-2xx status stands for (None for success)."""
+def classify_response(response: GuardedResponse, now: datetime) -> UpstreamError | None:
+    """The error a response stands for (None for success); a 4xx quotes the upstream's
+    own explanation, scrubbed and bounded (`GuardedResponse.excerpt`)."""
+    status = response.status_code
+    said = response.excerpt() if 400 <= status < 500 else ""
+    return classify_status(status, response.headers, response.url, now, said=said)
+
+
+def classify_status(status: int, headers: Mapping[str, str], url: str, now: datetime, *,
+                    said: str = "") -> UpstreamError | None:
+    """The error a non-2xx status stands for (None for success); `said` is an excerpt of
+    the upstream's error body, already scrubbed, quoted in the message."""
     if 200 <= status < 300:
         return None
     where = f"HTTP {status} from {url}"
+    said = f"; upstream said: {said}" if said else ""
     if status == 401:
-        return Unauthenticated(f"{where}: credentials rejected (check auth.secretRef)",
+        return Unauthenticated(f"{where}: credentials rejected (check auth.secretRef){said}",
                                status=status)
     if status == 403:
-        return PermissionDenied(f"{where}: access denied", status=status)
+        return PermissionDenied(f"{where}: access denied{said}", status=status)
     if status == 429:
         retry_after = parse_retry_after(headers.get("retry-after"), now)
-        return RateLimited(f"{where}: upstream rate limit", status=status,
+        return RateLimited(f"{where}: upstream rate limit{said}", status=status,
                            retry_after=retry_after)
     if status in (408, 425) or status >= 500:
-        return UpstreamUnavailable(f"{where}: upstream unavailable", status=status,
+        return UpstreamUnavailable(f"{where}: upstream unavailable{said}", status=status,
                                    retry_after=parse_retry_after(headers.get("retry-after"), now))
-    return InvalidArgument(f"{where}: request rejected", status=status)
-
-
-def classify_exception(exc: BaseException) -> BaseException:
-    """Map transport failures to the seed's classes; other errors pass through unchanged."""
-    if isinstance(exc, httpx.TimeoutException):
-        return UpstreamUnavailable(f"timeout: {exc.__class__.__name__}")
-    if isinstance(exc, httpx.TransportError):
-        return UpstreamUnavailable(f"network error: {exc.__class__.__name__}")
-    return exc
+    return InvalidArgument(f"{where}: request rejected{said}", status=status)
 
 
 class RetryBudget:
@@ -134,22 +134,8 @@ class RetryPolicy:
 
     def call(self, attempt: Callable[[], T]) -> T:
         """Call `attempt` until it succeeds or the class, attempts or budget say stop."""
-        def guarded() -> T:
-            try:
-                return attempt()
-            except DeadlineExceeded as exc:
-                raise UpstreamUnavailable(f"timeout: {exc.code}") from exc
-            except ChartlyError:
-                raise
-            except Exception as exc:
-                mapped = classify_exception(exc)
-                if mapped is exc:
-                    raise
-                raise mapped from exc
-
         retrying = Retrying(
-            retry=retry_if_exception(lambda e: isinstance(e, UpstreamError)
-                                     and e.retry_class in RETRYABLE),
+            retry=retry_if_exception(lambda e: isinstance(e, ChartlyError) and e.retryable),
             stop=self._stop, wait=self._wait, sleep=self._sleep,
             before_sleep=self._before_sleep, reraise=True)
-        return retrying(guarded)
+        return retrying(attempt)

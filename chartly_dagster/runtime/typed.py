@@ -16,12 +16,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import fsspec
 import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 import pyarrow.json as pj
 import pyarrow.parquet as pq
 
@@ -34,6 +34,7 @@ from ..core.columns import (
     parse_column_type,
 )
 from ..core.profile import ColumnSpec
+from .storage import Storage, iter_window_batches
 
 BATCH_ROWS = 32 * 1024
 ERROR_SAMPLES = 5
@@ -80,14 +81,8 @@ def typed_schema(columns: Sequence[TypedColumn]) -> pa.Schema:
 
 
 def _envelope_batches(uri: str, *, raw_only: bool = False) -> Iterator[pa.RecordBatch]:
-    filesystem, path = fsspec.core.url_to_fs(uri)
-    wanted = ["raw"] if raw_only else [*JOIN_COLUMNS, "raw"]
-    with filesystem.open(path, "rb") as handle:
-        parquet = pq.ParquetFile(handle)
-        missing = sorted(set(wanted) - set(parquet.schema_arrow.names))
-        if missing:
-            raise ValueError(f"{uri} is not an envelope file: no {', '.join(missing)} column")
-        yield from parquet.iter_batches(batch_size=BATCH_ROWS, columns=wanted)
+    return iter_window_batches(uri, BATCH_ROWS,
+                               columns=["raw"] if raw_only else [*JOIN_COLUMNS, "raw"])
 
 
 def _records(batch: pa.RecordBatch) -> list[dict[str, Any]]:
@@ -313,12 +308,13 @@ def type_window(source_uri: str, target_uri: str,
     schema = typed_schema(columns)
     fast = read_schema(columns)
     report = {c.name: ColumnReport() for c in columns}
-    filesystem, final = fsspec.core.url_to_fs(target_uri)
-    filesystem.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
+    target = Storage.parse(target_uri)
+    filesystem, final = target.fs, target.root
+    filesystem.create_dir(final.rsplit("/", 1)[0], recursive=True)
     tmp = f"{final.rsplit('/', 1)[0]}/.{uuid.uuid4().hex}.tmp"
     rows = 0
     try:
-        with filesystem.open(tmp, "wb") as handle, pq.ParquetWriter(
+        with filesystem.open_output_stream(tmp) as handle, pq.ParquetWriter(
                 handle, schema, compression="snappy") as writer:
             for batch in _envelope_batches(source_uri):
                 try:
@@ -332,10 +328,10 @@ def type_window(source_uri: str, target_uri: str,
                 arrays = [batch.column(name) for name in JOIN_COLUMNS] + typed
                 writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
                 rows += batch.num_rows
-        filesystem.mv(tmp, final)
+        filesystem.move(tmp, final)
     finally:
-        if filesystem.exists(tmp):
-            filesystem.rm(tmp)
+        if filesystem.get_file_info(tmp).type != pafs.FileType.NotFound:
+            filesystem.delete_file(tmp)
     return TypedWindow(target_uri, rows, tuple(columns), report)
 
 
@@ -345,11 +341,13 @@ def typed_dataset(root: str) -> ds.Dataset:
     A column inferred as int64 in one window and float64 in another reads as float64; any
     other disagreement reads as text, following the inference rule.
     """
-    filesystem, path = fsspec.core.url_to_fs(root)
-    files = sorted(f for f in filesystem.find(path) if f.endswith(".parquet"))
+    location = Storage.parse(root)
+    filesystem, path = location.fs, location.root
+    files = sorted(info.path for info in filesystem.get_file_info(
+        pafs.FileSelector(path, recursive=True)) if info.path.endswith(".parquet"))
     merged: dict[str, pa.Field] = {}
     for name in files:
-        with filesystem.open(name, "rb") as handle:
+        with filesystem.open_input_file(name) as handle:
             for fld in pq.read_schema(handle):
                 known = merged.get(fld.name)
                 if known is None or known.type == fld.type:

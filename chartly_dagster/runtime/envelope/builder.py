@@ -1,0 +1,240 @@
+"""Records to envelope Arrow batches: the hot path of every window.
+
+One tight Python loop per page does only what cannot be vectorized (canonical JSON and
+SHA-256 per record); ids, times, hex text and Arrow buffers are built column-wise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ...core.catalog import ResolvedProfile
+from ...core.errors import InvalidArgument
+from ...core.refs import format_ref
+from ...core.windows import Window
+from ..errors import UnsupportedRecord
+from .schema import ENVELOPE_ARROW_SCHEMA, ENVELOPE_VERSION, TIMESTAMP, micros
+
+#: orjson writes at most this many nested levels (objects and arrays, the record itself
+#: counted); a deeper record has no canonical JSON here and fails as `UnsupportedRecord`
+MAX_RECORD_DEPTH = 254
+
+def _getter(path: str) -> Callable[[dict[str, Any]], Any]:
+    parts = path.split(".")
+    if len(parts) == 1:
+        key = parts[0]
+        return lambda rec: rec[key]
+
+    def get(rec: dict[str, Any]) -> Any:
+        value: Any = rec
+        for part in parts:
+            value = value[part]
+        return value
+
+    return get
+
+
+def source_key(resolved: ResolvedProfile) -> str:
+    """What an event id is stable across: tenant/project/connector, not version or variant."""
+    ref = resolved.ref
+    return f"{ref.tenant}/{ref.project}::connector/{ref.name}"
+
+
+class EnvelopeBuilder:
+    """Turns one page of records into one envelope batch plus the ids needed for dedupe."""
+
+    def __init__(self, resolved: ResolvedProfile, window: Window) -> None:
+        spec = resolved.spec
+        self._id_field = spec.records.id_field
+        self._time_field = spec.records.time_field
+        self._time_format = spec.records.time_format
+        self._get_id = _getter(spec.records.id_field)
+        self._get_time = _getter(spec.records.time_field)
+        self._prefix = hashlib.sha256((source_key(resolved) + "\x00").encode())
+        self._window = window
+        self._start_us = micros(window.start)
+        self._end_us = micros(window.end)
+        self._constants = {
+            "envelope_version": ENVELOPE_VERSION,
+            "record_type": spec.records.record_type,
+            "source": resolved.connector,
+            "source_instance": spec.transport.host,
+            "source_ref": format_ref(resolved.ref),
+            "tenant_id": resolved.ref.tenant,
+            "project_id": resolved.ref.project,
+            "connector_id": resolved.connector,
+        }
+
+    def build(self, records: list[Any], *, sequence_start: int, provenance_uri: str,
+              collected_at: datetime) -> tuple[pa.RecordBatch, np.ndarray, int]:
+        """(batch of in-window envelopes, 64-bit id keys of that batch, records dropped)."""
+        ids, times = self._extract(records)
+        occurred = self._times(times, ids)
+        occ_us = occurred.cast(pa.int64())
+        mask = pc.and_(pc.greater_equal(occ_us, self._start_us), pc.less(occ_us, self._end_us))
+        kept = pc.sum(mask).as_py() or 0
+        dropped = len(records) - kept
+        if dropped:
+            keep = np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool)
+            records = [r for r, k in zip(records, keep, strict=True) if k]
+            ids = [i for i, k in zip(ids, keep, strict=True) if k]
+            occurred = occurred.filter(mask)
+        raws: list[bytes] = []
+        shas: list[bytes] = []
+        eids: list[bytes] = []
+        prefix_copy = self._prefix.copy
+        sha = hashlib.sha256
+        dumps = orjson.dumps
+        sort = orjson.OPT_SORT_KEYS
+        # The only per-record Python: canonical JSON and two SHA-256 digests. Hex text,
+        # id keys and Arrow buffers are then built column-wise from the joined digests.
+        try:
+            for rec, rid in zip(records, ids, strict=True):
+                raw = dumps(rec, option=sort)
+                raws.append(raw)
+                shas.append(sha(raw).digest())
+                h = prefix_copy()
+                h.update(rid.encode())
+                eids.append(h.digest()[:16])
+        except orjson.JSONEncodeError as exc:
+            failed = len(raws)  # the record whose dumps raised
+            raise _not_canonical(records[failed], ids[failed], exc) from None
+        n = len(raws)
+        eid_bytes = b"".join(eids)
+        keys = np.frombuffer(eid_bytes, dtype=">u8")[::2].astype(np.uint64)
+        batch = self._batch(n, _hex_column(eid_bytes, 16, b"evt_"), ids, occurred, raws,
+                            _hex_column(b"".join(shas), 32, b""), sequence_start,
+                            provenance_uri, collected_at)
+        return batch, keys, dropped
+
+    def _extract(self, records: list[Any]) -> tuple[list[str], list[Any]]:
+        get_id, get_time = self._get_id, self._get_time
+        try:
+            ids = [get_id(r) for r in records]
+            times = [get_time(r) for r in records]
+        except (KeyError, TypeError, IndexError):
+            for i, rec in enumerate(records):
+                for getter, name in ((get_id, self._id_field), (get_time, self._time_field)):
+                    try:
+                        getter(rec)
+                    except (KeyError, TypeError, IndexError):
+                        raise InvalidArgument(f"record {i} of the page has no field {name!r}",
+                                              field=name) from None
+            raise
+        if any(type(i) is not str for i in ids):
+            ids = [_id_text(i, n, self._id_field) for n, i in enumerate(ids)]
+        return ids, times
+
+    def _times(self, times: list[Any], ids: list[str]) -> pa.Array:
+        try:
+            if self._time_format == "rfc3339":
+                return pa.array(times, pa.string()).cast(TIMESTAMP)
+            unit = 1_000_000 if self._time_format == "epoch_s" else 1_000
+            ints = pa.array(times, pa.int64())
+            if ints.null_count:
+                raise pa.ArrowInvalid("null time")
+            return pc.multiply_checked(ints, unit).cast(TIMESTAMP)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            bad = next((i for i, t in enumerate(times) if not _time_ok(t, self._time_format)), 0)
+            raise InvalidArgument(
+                f"record {ids[bad]!r}: field {self._time_field!r} is not a valid "
+                f"{self._time_format} time", field=self._time_field) from None
+
+    def _batch(self, n: int, eids: pa.Array, ids: list[str], occurred: pa.Array,
+               raws: list[bytes], shas: pa.Array, sequence_start: int, provenance_uri: str,
+               collected_at: datetime) -> pa.RecordBatch:
+        def const(value: Any, typ: pa.DataType) -> pa.Array:
+            return pa.repeat(pa.scalar(value, typ), n) if n else pa.array([], typ)
+
+        collected = micros(collected_at)
+        columns = {
+            **{k: const(v, pa.string()) for k, v in self._constants.items()},
+            "event_id": eids,
+            "record_id": pa.array(ids, pa.string()),
+            "occurred_at": occurred,
+            "collected_at": const(collected, pa.int64()).cast(TIMESTAMP),
+            "ingested_at": const(collected, pa.int64()).cast(TIMESTAMP),
+            "window_start": const(self._start_us, pa.int64()).cast(TIMESTAMP),
+            "window_end": const(self._end_us, pa.int64()).cast(TIMESTAMP),
+            "sequence": pa.array(np.arange(sequence_start, sequence_start + n, dtype=np.int64)),
+            "provenance_uri": const(provenance_uri, pa.string()),
+            "raw_sha256": shas,
+            "raw": _joined_column(raws),
+        }
+        return pa.RecordBatch.from_arrays([columns[f.name] for f in ENVELOPE_ARROW_SCHEMA],
+                                          schema=ENVELOPE_ARROW_SCHEMA)
+
+
+_HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+
+
+def _hex_column(digests: bytes, width: int, prefix: bytes) -> pa.Array:
+    """Fixed-width digests (`width` bytes each) as `prefix` + lowercase hex strings."""
+    raw = np.frombuffer(digests, dtype=np.uint8).reshape(-1, width)
+    n, start = raw.shape[0], len(prefix)
+    item = start + 2 * width
+    text = np.empty((n, item), dtype=np.uint8)
+    if start:
+        text[:, :start] = np.frombuffer(prefix, dtype=np.uint8)
+    text[:, start::2] = _HEX_DIGITS[raw >> 4]
+    text[:, start + 1::2] = _HEX_DIGITS[raw & 15]
+    offsets = np.arange(0, (n + 1) * item, item, dtype=np.int32)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(text))
+
+
+def _joined_column(values: list[bytes]) -> pa.Array:
+    """UTF-8 byte strings (orjson output) as one Arrow string column, without per-item copies."""
+    offsets = np.zeros(len(values) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, values), dtype=np.int64, count=len(values)), out=offsets[1:])
+    if offsets[-1] < 2**31:
+        return pa.StringArray.from_buffers(len(values), pa.py_buffer(offsets.astype(np.int32)),
+                                           pa.py_buffer(b"".join(values)))
+    return pa.array(values, pa.binary()).view(pa.string())
+
+
+def _not_canonical(record: Any, record_id: str, exc: Exception) -> UnsupportedRecord:
+    depth = _depth(record)
+    if depth > MAX_RECORD_DEPTH:
+        return UnsupportedRecord(f"record {record_id!r} nests {depth} levels deep; a record "
+                                 f"may nest at most {MAX_RECORD_DEPTH} levels (objects and "
+                                 "arrays) to be stored as canonical JSON", field="records.path")
+    return UnsupportedRecord(f"record {record_id!r} cannot be stored as canonical JSON: {exc}",
+                             field="records.path")
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a decoded JSON value (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(
+            item, list) else None
+        if children is not None:
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def _id_text(value: Any, index: int, field: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
+        raise InvalidArgument(f"record {index} of the page: id field {field!r} must be a "
+                              "non-empty string or integer", field=field)
+    return str(value)
+
+
+def _time_ok(value: Any, fmt: str) -> bool:
+    if fmt != "rfc3339":
+        return isinstance(value, int) and not isinstance(value, bool)
+    try:
+        pa.array([value], pa.string()).cast(TIMESTAMP)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return False
+    return True
