@@ -176,6 +176,20 @@ def test_yaml_translation_sets_keys_groups_and_tags_without_a_subclass(
     assert spec.tags["team"] == "proj-sales" and spec.tags["chartly/connector"] == "orders"
     assert {k.name for k in graph.asset_check_keys if k.asset_key == orders} == {
         "envelope_valid", "deterministic"}
+    # The typed asset follows its connector's translated key and group.
+    assert graph.get(AssetKey(["raw", "tenant-demo", "orders_typed"])).group_name == "raw_dev"
+
+
+def test_typed_false_builds_only_the_connector_assets(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    project = tmp_path / "project"
+    _, defs_dir = _dg_project(project)
+    component_dir = defs_dir / "connectors"
+    copy_profiles(component_dir / "profiles", 8765)
+    _write_defs_yaml(component_dir, COMPONENT_TYPE, {"schedules": False, "typed": False})
+    graph = _load(project, monkeypatch).resolve_asset_graph()
+    assert {k.path[-1] for k in graph.get_all_asset_keys()} == CONNECTORS
+    assert {k.name for k in graph.asset_check_keys} == {"envelope_valid", "deterministic"}
 
 
 def test_dg_cli_finds_scaffolds_and_lists_the_component(tmp_path: Path) -> None:
