@@ -14,6 +14,9 @@ retried is a property of its class (`retryable`), never of its message. The whol
     ├── ValidationFailed                    validation_failed        4
     │   ├── ProfileInvalid                  profile_invalid          4
     │   ├── PaginationViolation             pagination_violation     4
+    │   │   ├── IncompleteWindow            incomplete_window        4          total not met
+    │   │   └── PossiblyTruncated           possibly_truncated       4          no explicit end
+    │   ├── ProfileMismatch                 profile_mismatch         4          profile vs upstream
     │   ├── EgressRefused (runtime)         egress_refused           4
     │   ├── ResponseTooLarge (runtime)      response_too_large       4
     │   └── SecretInvalid (runtime)         secret_invalid           4
