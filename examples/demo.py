@@ -2,9 +2,10 @@
 
 `demo` starts the sandbox upstream on port 8765 (where the `#dev` variants point),
 materializes seven explicit daily windows of every dev profile through the project jobs
-(asset, blocking checks, summary) into `dagster_home/`, and prints what landed. `ui` starts
-the same sandbox and `dagster dev` on workspace.yaml, so the runs can be inspected and new
-partitions materialized from the UI.
+(asset, blocking checks, typed asset and its drift check, summary) into `dagster_home/`,
+and prints what landed, typed row counts included. `ui` starts the same sandbox and
+`dagster dev` on workspace.yaml, so the runs can be inspected and new partitions
+materialized from the UI.
 """
 
 from __future__ import annotations
@@ -111,7 +112,8 @@ def _week_metadata(instance: DagsterInstance, key: AssetKey,
 
 
 def _records(metadata: dict[str, Any]) -> int:
-    """Connector partitions carry PartitionMetadata; the example summary its own `records`."""
+    """Connector and typed partitions carry `chartly/records` (PartitionMetadata,
+    TypedPartitionMetadata); the example summary its own `records`."""
     own = metadata.get("records")
     return int(own.value) if own is not None else PartitionMetadata.extract(metadata).records
 

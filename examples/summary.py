@@ -1,9 +1,10 @@
 """An example downstream asset: a daily summary of a project's ingested partitions, in pandas.
 
-It exists to show the gate: it reads only what the blocking checks let through, so a
-failing `envelope_valid` or `deterministic` check on any upstream visibly skips it. Pass
+It exists to show the gate: it reads the typed assets (typed columns, never `raw`), which
+only exist for what the blocking checks let through, so a failing `envelope_valid`,
+`deterministic` or declared `schema_drift` check on any upstream visibly skips it. Pass
 `daily_summaries` as `build_definitions(..., downstream=daily_summaries)` and each daily
-project gets one, run in the project's job next to its connectors.
+project gets one, run in the project's job next to its connectors and typed assets.
 """
 
 # No `from __future__ import annotations`: Dagster inspects the decorated functions' real
@@ -30,7 +31,7 @@ from dagster import (
     asset,
 )
 
-from chartly_dagster.integration import ChartlyResource, PartitionMetadata, ProjectAssets
+from chartly_dagster.integration import ChartlyResource, ProjectAssets, TypedPartitionMetadata
 
 SUMMARY_NAME = "daily_summary"
 SUMMARY_COLUMNS = ["asset", "record_type", "records", "distinct_events", "first_occurred_at",
@@ -58,11 +59,13 @@ def _markdown(frame: pd.DataFrame) -> str:
 
 
 def daily_summaries(project: ProjectAssets) -> list[AssetsDefinition]:
-    """A summary for a project's daily connector assets (none for other cadences)."""
-    if project.cadence != "daily":
+    """A summary of a project's daily typed assets (none for other cadences, or without
+    typed assets: `build_definitions(..., typed=False)`)."""
+    if project.cadence != "daily" or not project.downstream:
         return []
     key = AssetKey([*project.keys[0].path[:-1], SUMMARY_NAME])
-    return [build_summary_asset(key, project.keys, project.partitions_def, project.group_name)]
+    return [build_summary_asset(key, project.downstream, project.partitions_def,
+                                project.group_name)]
 
 
 def _upstream_uri(instance: DagsterInstance, key: AssetKey, partition: str) -> str | None:
@@ -70,7 +73,7 @@ def _upstream_uri(instance: DagsterInstance, key: AssetKey, partition: str) -> s
         AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1).records
     if not records or records[0].asset_materialization is None:
         return None
-    return PartitionMetadata.extract(records[0].asset_materialization.metadata).uri
+    return TypedPartitionMetadata.extract(records[0].asset_materialization.metadata).uri
 
 
 def build_summary_asset(key: AssetKey, upstream: Sequence[AssetKey],
@@ -88,7 +91,7 @@ def build_summary_asset(key: AssetKey, upstream: Sequence[AssetKey],
                group_name=group_name, backfill_policy=BackfillPolicy.single_run(),
                kinds={"pandas", "parquet"},
                description="Records per upstream and record type for each window (example "
-                           "downstream of the connector assets, gated by their checks).")
+                           "downstream of the typed assets, gated by the checks).")
         def _daily_summary(context: AssetExecutionContext,
                            chartly: ChartlyResource) -> MaterializeResult:
             destination = chartly.storage.destination(context.instance)

@@ -42,6 +42,8 @@ from tests.fixtures_profiles import SECRETS, copy_profiles, sandbox_config
 COMPONENT_TYPE = "chartly_dagster.integration.ConnectorProfilesComponent"
 ORDERS = AssetKey(["tenant-demo", "proj-sales", "orders"])
 CONNECTORS = {"orders", "invoices", "sales-events", "sales-feed", "metrics", "tickets"}
+#: every asset name the component builds: connectors and their typed assets
+ASSET_NAMES = CONNECTORS | {f"{c}_typed" for c in CONNECTORS}
 DG = str(Path(sys.executable).parent / "dg")
 
 
@@ -112,7 +114,7 @@ def test_defs_yaml_loads_the_same_definitions_as_build_definitions(
 
         graph = defs.resolve_asset_graph()
         keys = graph.get_all_asset_keys()
-        assert {k.path[-1] for k in keys} == CONNECTORS
+        assert {k.path[-1] for k in keys} == ASSET_NAMES
         hand_written = build_definitions(component_dir / "profiles", env="dev",
                                          max_partitions_per_run=None, schedules=False)
         assert keys == hand_written.resolve_asset_graph().get_all_asset_keys()
@@ -153,7 +155,7 @@ def test_component_subclass_decides_asset_specs(tmp_path: Path,
     copy_profiles(component_dir / "profiles", 8765)
     _write_defs_yaml(component_dir, f"{__name__}.FlatConnectorProfiles", {"schedules": False})
     keys = _load(project, monkeypatch).resolve_asset_graph().get_all_asset_keys()
-    assert keys == {AssetKey(["raw", c]) for c in CONNECTORS}
+    assert keys == {AssetKey(["raw", c]) for c in ASSET_NAMES}
 
 
 def test_yaml_translation_sets_keys_groups_and_tags_without_a_subclass(
@@ -168,13 +170,27 @@ def test_yaml_translation_sets_keys_groups_and_tags_without_a_subclass(
     graph = _load(project, monkeypatch).resolve_asset_graph()
     orders = AssetKey(["raw", "tenant-demo", "orders"])
     assert graph.get_all_asset_keys() == {AssetKey(["raw", "tenant-demo", c])
-                                          for c in CONNECTORS}
+                                          for c in ASSET_NAMES}
     spec = graph.get(orders)
     assert spec.group_name == "raw_dev"
     # Tags merge into the translator's (env, connector, ...), they do not replace them.
     assert spec.tags["team"] == "proj-sales" and spec.tags["chartly/connector"] == "orders"
     assert {k.name for k in graph.asset_check_keys if k.asset_key == orders} == {
         "envelope_valid", "deterministic"}
+    # The typed asset follows its connector's translated key and group.
+    assert graph.get(AssetKey(["raw", "tenant-demo", "orders_typed"])).group_name == "raw_dev"
+
+
+def test_typed_false_builds_only_the_connector_assets(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    project = tmp_path / "project"
+    _, defs_dir = _dg_project(project)
+    component_dir = defs_dir / "connectors"
+    copy_profiles(component_dir / "profiles", 8765)
+    _write_defs_yaml(component_dir, COMPONENT_TYPE, {"schedules": False, "typed": False})
+    graph = _load(project, monkeypatch).resolve_asset_graph()
+    assert {k.path[-1] for k in graph.get_all_asset_keys()} == CONNECTORS
+    assert {k.name for k in graph.asset_check_keys} == {"envelope_valid", "deterministic"}
 
 
 def test_dg_cli_finds_scaffolds_and_lists_the_component(tmp_path: Path) -> None:
@@ -216,8 +232,8 @@ def test_dg_cli_finds_scaffolds_and_lists_the_component(tmp_path: Path) -> None:
         f"type: {COMPONENT_TYPE}") + 1  # below the scaffolded comment block
     assert assets[ORDERS.to_user_string()]["source"] == (
         f"src/{module}/defs/connectors/defs.yaml:{type_line}")
-    assert {a.rsplit("/", 1)[-1] for a in assets} == CONNECTORS
+    assert {a.rsplit("/", 1)[-1] for a in assets} == ASSET_NAMES
     checks = {c["key"] for c in listed_defs["asset_checks"]}
     assert {f"{ORDERS.to_user_string()}:envelope_valid",
             f"{ORDERS.to_user_string()}:deterministic"} <= checks
-    assert len(checks) == 2 * len(CONNECTORS) and len(listed_defs["schedules"]) == 6
+    assert len(checks) == 3 * len(CONNECTORS) and len(listed_defs["schedules"]) == 6

@@ -37,6 +37,7 @@ from chartly_dagster.sandbox import Fault, Sandbox
 from examples.summary import daily_summaries
 
 ORDERS = AssetKey(["tenant-demo", "proj-sales", "orders"])
+ORDERS_TYPED = AssetKey(["tenant-demo", "proj-sales", "orders_typed"])
 SALES_SUMMARY = AssetKey(["tenant-demo", "proj-sales", "daily_summary"])
 SALES_JOB = "tenant_demo__proj_sales"
 
@@ -203,7 +204,8 @@ def test_corrupted_record_fails_envelope_check_and_skips_summary(
     pq.write_table(table.set_column(table.schema.get_field_index("raw"),
                                     table.schema.field("raw"), pa.array(raw, pa.string())),
                    path)
-    selection = AssetSelection.checks_for_assets(ORDERS) | AssetSelection.assets(SALES_SUMMARY)
+    selection = AssetSelection.checks_for_assets(ORDERS) | AssetSelection.assets(
+        ORDERS_TYPED, SALES_SUMMARY)
     result = _materialize(defs, dagster_instance, selection, "2026-01-04", raise_on_error=False)
     assert not result.success
     evaluation = next(e.event_specific_data for e in result.all_events

@@ -28,6 +28,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
+from .columns import JOIN_COLUMNS, TIMESTAMP_FORMATS, parse_column_type
 from .hostnames import HostnameError, check_base_url_host, normalize_allowlist_pattern
 from .refs import SEGMENT, is_valid_name, is_valid_segment, is_valid_version
 from .schema import with_variant_schema
@@ -375,6 +376,41 @@ class RequestSpec(StrictModel):
         return v
 
 
+class ColumnSpec(StrictModel):
+    """One declared typed column: where it comes from in the record and what type it has."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$",
+                      description="Column name in the typed table.")
+    source: str | None = Field(None, description="Dot path in the record; default: the name.")
+    type: str = Field(description="string, int64, float64, bool, timestamp, date, "
+                                  "decimal(p,s) or json (the value as JSON text).")
+    format: str | None = Field(None, description="For timestamp: rfc3339 (default), epoch_s "
+                                                 "or epoch_ms.")
+    nullable: bool = True
+    description: str = ""
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str | None) -> str | None:
+        return None if v is None else _field_path(v)
+
+    @field_validator("type")
+    @classmethod
+    def _type(cls, v: str) -> str:
+        return str(parse_column_type(v))
+
+    @model_validator(mode="after")
+    def _format(self) -> ColumnSpec:
+        if self.name in JOIN_COLUMNS:
+            raise ValueError(f"column name {self.name!r} is reserved for the envelope's join "
+                             f"columns ({', '.join(JOIN_COLUMNS)})")
+        if self.format is not None and (self.type != "timestamp"
+                                        or self.format not in TIMESTAMP_FORMATS):
+            raise ValueError(f"format applies to timestamp columns only and must be one of "
+                             f"{', '.join(TIMESTAMP_FORMATS)}")
+        return self
+
+
 class RecordsSpec(StrictModel):
     """Where records sit in a response body and which fields identify and time them."""
 
@@ -384,6 +420,9 @@ class RecordsSpec(StrictModel):
     time_field: str = Field(description="Dot path of the occurrence time.")
     time_format: TimeFormat = "rfc3339"
     record_type: str = Field("Event", min_length=1, max_length=64)
+    columns: list[ColumnSpec] | None = Field(None, description=(
+        "Typed columns of the downstream typed asset; omitted: inferred from the data."))
+    added_fields: ClassVar[frozenset[str]] = frozenset({"columns"})
 
     @field_validator("path", "id_field", "time_field")
     @classmethod
@@ -391,6 +430,16 @@ class RecordsSpec(StrictModel):
         if not v and info.field_name != "path":
             raise ValueError("must not be empty")
         return _field_path(v)
+
+    @field_validator("columns")
+    @classmethod
+    def _unique_columns(cls, v: list[ColumnSpec] | None) -> list[ColumnSpec] | None:
+        names = [c.name for c in v or ()]
+        if len(set(names)) != len(names):
+            raise ValueError("column names must be unique")
+        if v is not None and not v:
+            raise ValueError("declare at least one column, or omit columns to infer them")
+        return v
 
 
 class WindowSpec(StrictModel):

@@ -2,8 +2,8 @@
 
 One resource (`ChartlyResource`, whose `fetch(context)` yields the run's events), a
 decorator (`@chartly_assets`) whose body the user writes, a translator users subclass,
-blocking checks, a typed metadata set, `build_definitions` for a hand-written code location
-and a Component for dg projects.
+blocking checks, typed assets with a drift check, a typed metadata set, `build_definitions`
+for a hand-written code location and a Component for dg projects.
 """
 
 from .asset_decorator import chartly_assets
@@ -11,7 +11,7 @@ from .assets import build_connector_asset
 from .checks import build_profile_checks
 from .components.connector_profiles.component import ConnectorProfilesComponent
 from .definitions import build_definitions, load_profile, profiles_for_env
-from .metadata import PartitionMetadata
+from .metadata import PartitionMetadata, TypedPartitionMetadata
 from .resources import (
     ChartlyResource,
     EgressConfig,
@@ -33,6 +33,7 @@ __all__ = [
     "SecretProviderName",
     "SecretsConfig",
     "StorageConfig",
+    "TypedPartitionMetadata",
     "build_connector_asset",
     "build_definitions",
     "build_profile_checks",

@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from dagster import (
     AssetCheckExecutionContext,
@@ -38,26 +38,29 @@ from ._compat import (
     ASSET_PARTITION_RANGE_START_TAG,
     PARTITION_NAME_TAG,
 )
-from .metadata import PartitionMetadata
+from .metadata import PartitionMetadata, StoredMetadata
 from .partitions import window_for_partition
 from .resources import ChartlyResource, StorageConfig
 
 ENVELOPE_CHECK = "envelope_valid"
 DETERMINISM_CHECK = "deterministic"
 SAMPLE_PARTITIONS = 20
+M = TypeVar("M", bound=StoredMetadata)
 
 
 @dataclass(frozen=True)
-class CheckedPartition:
+class CheckedPartition(Generic[M]):
     """One partition a check looks at, with the metadata of its newest materialization."""
 
     key: str
-    metadata: PartitionMetadata
+    metadata: M
 
 
 def partitions_to_check(context: AssetCheckExecutionContext, key: AssetKey,
-                        partitions_def: PartitionsDefinition) -> list[CheckedPartition]:
-    """What this check run covers.
+                        partitions_def: PartitionsDefinition,
+                        metadata_type: type[M] = PartitionMetadata,  # type: ignore[assignment]
+                        ) -> list[CheckedPartition[M]]:
+    """What this check run covers, its metadata read as `metadata_type`.
 
     In the asset's own run: the partitions that run materialized. Run alone (from the UI or
     a job without the asset): the partitions its tags name, else the newest materialization.
@@ -71,7 +74,7 @@ def partitions_to_check(context: AssetCheckExecutionContext, key: AssetKey,
         mat = event.asset_materialization
         if mat is not None and mat.asset_key == key and mat.partition is not None:
             found[mat.partition] = CheckedPartition(mat.partition,
-                                                  PartitionMetadata.extract(mat.metadata))
+                                                  metadata_type.extract(mat.metadata))
     if found:
         return [found[k] for k in sorted(found)]
     tags = context.run.tags
@@ -88,23 +91,24 @@ def partitions_to_check(context: AssetCheckExecutionContext, key: AssetKey,
         rows = instance.fetch_materializations(
             AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1).records
         if rows and rows[0].asset_materialization is not None:
-            out.append(CheckedPartition(partition, PartitionMetadata.extract(
+            out.append(CheckedPartition(partition, metadata_type.extract(
                 rows[0].asset_materialization.metadata)))
     return out
 
 
 def judge_partitions(context: AssetCheckExecutionContext, key: AssetKey,
                      partitions_def: PartitionsDefinition,
-                     judge: Callable[[CheckedPartition, Window], dict[str, Any]],
+                     judge: Callable[[CheckedPartition[M], Window], dict[str, Any]],
+                     metadata_type: type[M] = PartitionMetadata,  # type: ignore[assignment]
                      ) -> dict[str, dict[str, Any]]:
     """One verdict per partition this check run covers, keyed by partition."""
     return {partition.key: judge(partition, window_for_partition(partitions_def, partition.key))
-            for partition in partitions_to_check(context, key, partitions_def)}
+            for partition in partitions_to_check(context, key, partitions_def, metadata_type)}
 
 
 def _result(name: str, verdicts: dict[str, dict[str, Any]],
-            extra: dict[str, Any] | None = None, *, other_failure: bool = False
-            ) -> AssetCheckResult:
+            extra: dict[str, Any] | None = None, *, other_failure: bool = False,
+            severity: AssetCheckSeverity = AssetCheckSeverity.ERROR) -> AssetCheckResult:
     """Per-partition verdicts in metadata; failing partitions first, a bounded sample."""
     failing = sorted(pk for pk, v in verdicts.items() if not v["ok"])
     shown = {pk: verdicts[pk] for pk in (failing or sorted(verdicts))[:SAMPLE_PARTITIONS]}
@@ -118,7 +122,7 @@ def _result(name: str, verdicts: dict[str, dict[str, Any]],
     if not verdicts:
         meta["note"] = "no materialized partition to check"
     return AssetCheckResult(check_name=name, passed=not failing and not other_failure,
-                            severity=AssetCheckSeverity.ERROR, metadata=meta)
+                            severity=severity, metadata=meta)
 
 
 def _envelope_verdict(storage: StorageConfig, partition: CheckedPartition,

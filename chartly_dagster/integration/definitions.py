@@ -10,6 +10,7 @@ from __future__ import annotations
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from dagster import (
@@ -25,12 +26,14 @@ from dagster import (
 from ..core.catalog import ProfileCatalog, ResolvedProfile
 from ..core.errors import PreconditionFailed
 from ..core.refs import format_ref, parse_ref
+from .asset_decorator import backfill_policy_for
 from .assets import build_connector_asset
 from .checks import build_profile_checks
 from .liveness import identified_in_process_executor, run_liveness_sensor
 from .resources import RESOURCE_KEY, ChartlyResource
 from .schedules import ProjectAssets, profile_schedule, project_jobs
-from .translator import ConnectorProfileTranslator
+from .translator import ConnectorProfileTranslator, ConnectorProfileTranslatorData
+from .typed import TypedAssetSpecs, build_typed_layer
 
 #: Assets a code location builds on one project's connector assets (e.g. a summary); they
 #: join that project's job, so the connectors' blocking checks gate them in the same run.
@@ -114,6 +117,7 @@ def build_definitions(profiles_dir: str | Path, *, env: str | None = None,
                       translator: ConnectorProfileTranslator | None = None,
                       max_partitions_per_run: int | None = None,
                       downstream: DownstreamFactory | None = None,
+                      typed: bool = True,
                       schedules: bool = True,
                       schedule_status: DefaultScheduleStatus = DefaultScheduleStatus.STOPPED,
                       sensors: Sequence[SensorDefinition] = (),
@@ -126,12 +130,17 @@ def build_definitions(profiles_dir: str | Path, *, env: str | None = None,
     loading a code location never starts fetching by itself; the run liveness sensor (see
     `liveness`) starts running: it requests no runs, it fails runs whose worker died and
     frees the connector pool slots they held. `sensors` are added next to it.
+    `typed` adds a typed asset (and its drift check) downstream of each connector asset,
+    run in the project's and the profile's jobs; `downstream` assets see them in
+    `ProjectAssets.downstream`.
     """
     root = Path(profiles_dir)
     chartly = _resource(env, resource)
     built: list[tuple[ResolvedProfile, AssetsDefinition]] = []
     seen: dict[AssetKey, ResolvedProfile] = {}
     checks = []
+    typed_assets: list[AssetsDefinition] = []
+    typed_keys: dict[AssetKey, AssetKey] = {}
     for resolved in profiles_for_env(root, chartly.env):
         asset_def = build_connector_asset(resolved, env=chartly.env, translator=translator,
                                           max_partitions_per_run=max_partitions_per_run)
@@ -146,7 +155,17 @@ def build_definitions(profiles_dir: str | Path, *, env: str | None = None,
         assert spec.partitions_def is not None
         checks.extend(build_profile_checks(resolved, spec.key, spec.partitions_def,
                                            root.resolve().parent))
-    projects = _projects(built)
+        if typed:
+            typed_spec = (translator or ConnectorProfileTranslator()).get_typed_asset_spec(
+                ConnectorProfileTranslatorData(resolved, chartly.env), spec)
+            typed_def, drift_check = build_typed_layer(
+                TypedAssetSpecs(resolved, spec, typed_spec),
+                backfill_policy_for(max_partitions_per_run))
+            typed_assets.append(typed_def)
+            checks.append(drift_check)
+            typed_keys[spec.key] = typed_spec.key
+    projects = [replace(p, downstream=tuple(typed_keys[k] for k in p.keys if k in typed_keys))
+                for p in _projects(built)]
     extra_assets: list[AssetsDefinition] = []
     if downstream is not None:
         projects, extra_assets = _with_downstream(projects, downstream)
@@ -154,11 +173,13 @@ def build_definitions(profiles_dir: str | Path, *, env: str | None = None,
     schedule_defs = []
     if schedules:
         for key in seen:
-            job, schedule = profile_schedule(key, default_status=schedule_status)
+            job, schedule = profile_schedule(
+                key, default_status=schedule_status,
+                downstream=(typed_keys[key],) if key in typed_keys else ())
             jobs.append(job)
             schedule_defs.append(schedule)
     return Definitions(
-        assets=[a for _, a in built] + extra_assets,
+        assets=[a for _, a in built] + typed_assets + extra_assets,
         asset_checks=checks,
         jobs=jobs,
         schedules=schedule_defs,

@@ -29,43 +29,18 @@ def plain(metadata: Mapping[str, Any]) -> dict[str, Any]:
     return {key: raw_value(value) for key, value in metadata.items()}
 
 
-@dataclass(frozen=True)
-class PartitionMetadata:
-    """One partition's materialization: the window, its file, hashes, counts and checkpoint.
+class StoredMetadata:
+    """The one writer and reader of a frozen dataclass stored as materialization metadata.
 
-    Fields are stored under `chartly/<field>`; row count, column schema and URI are also
-    written under Dagster's own keys so the UI shows them natively. Every field has a
-    default so that `extract` reads a materialization written by an older release (or by
-    something else) without raising; readers treat None as "not recorded".
+    Fields are stored under `chartly/<field>` (column schema under Dagster's key), plus
+    Dagster's row count (the `records` field) and URI, so the UI shows them natively.
     """
 
-    profile_ref: str | None = None
-    resolved_hash: str | None = None
-    plan_hash: str | None = None
-    content_hash: str | None = None
-    env: str | None = None
-    window_start: str | None = None
-    window_end: str | None = None
-    uri: str | None = None
-    records: int = 0
-    pages: int = 0
-    bytes: int = 0
-    file_bytes: int = 0
-    requests: int = 0
-    retries: int = 0
-    dropped_out_of_window: int = 0
-    duplicates: int = 0
-    resumed_from_page: int = 0
-    duration_seconds: float = 0.0
-    watermark: str | None = None
-    previous_watermark: str | None = None
-    checkpoint: dict[str, Any] | None = None
-    previous_checkpoint: dict[str, Any] | None = None
-    findings: tuple[dict[str, Any], ...] = ()
-    column_schema: TableSchema | None = None
+    records: int
+    uri: str | None
 
-    _JSON: ClassVar[frozenset[str]] = frozenset({"checkpoint", "previous_checkpoint",
-                                                 "findings"})
+    #: fields stored as JSON
+    _JSON: ClassVar[frozenset[str]] = frozenset()
     #: fields stored under Dagster's key instead of ours
     _DAGSTER: ClassVar[Mapping[str, str]] = {"column_schema": "dagster/column_schema"}
     ROW_COUNT_KEY: ClassVar[str] = "dagster/row_count"
@@ -100,8 +75,69 @@ class PartitionMetadata:
             stored = cls.key(f.name)
             if stored in values:
                 value = values[stored]
-                kwargs[f.name] = tuple(value or ()) if f.name == "findings" else value
+                kwargs[f.name] = tuple(value or ()) if f.default == () else value
         return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class PartitionMetadata(StoredMetadata):
+    """One partition's materialization: the window, its file, hashes, counts and checkpoint.
+
+    Stored by `StoredMetadata` (`chartly/<field>`, plus Dagster's row count, column schema
+    and URI). Every field has a default so that `extract` reads a materialization written
+    by an older release (or by something else) without raising; readers treat None as
+    "not recorded".
+    """
+
+    profile_ref: str | None = None
+    resolved_hash: str | None = None
+    plan_hash: str | None = None
+    content_hash: str | None = None
+    env: str | None = None
+    window_start: str | None = None
+    window_end: str | None = None
+    uri: str | None = None
+    records: int = 0
+    pages: int = 0
+    bytes: int = 0
+    file_bytes: int = 0
+    requests: int = 0
+    retries: int = 0
+    dropped_out_of_window: int = 0
+    duplicates: int = 0
+    resumed_from_page: int = 0
+    duration_seconds: float = 0.0
+    watermark: str | None = None
+    previous_watermark: str | None = None
+    checkpoint: dict[str, Any] | None = None
+    previous_checkpoint: dict[str, Any] | None = None
+    findings: tuple[dict[str, Any], ...] = ()
+    column_schema: TableSchema | None = None
+
+    _JSON: ClassVar[frozenset[str]] = frozenset({"checkpoint", "previous_checkpoint",
+                                                 "findings"})
+
+
+@dataclass(frozen=True)
+class TypedPartitionMetadata(StoredMetadata):
+    """One partition of a typed asset: its file, rows and what typing it observed.
+
+    `observed` (column name -> type) is what the inferred drift check compares between
+    partitions; `column_report` (per column: nulls, conversion errors, row samples) is what
+    the declared one judges.
+    """
+
+    window_start: str | None = None
+    window_end: str | None = None
+    uri: str | None = None
+    records: int = 0
+    columns: str | None = None
+    conversion_errors: int = 0
+    observed: dict[str, str] | None = None
+    column_report: dict[str, Any] | None = None
+    column_schema: TableSchema | None = None
+
+    _JSON: ClassVar[frozenset[str]] = frozenset({"observed", "column_report"})
 
 
 # Page observations: what a re-executed run reads back to resume a window in flight.
@@ -131,6 +167,10 @@ TAG_VARIANT = f"{PREFIX}variant"
 DEF_PROFILE_REF = PartitionMetadata.key("profile_ref")
 DEF_RESOLVED_HASH = PartitionMetadata.key("resolved_hash")
 DEF_SOURCE_PATH = f"{PREFIX}source_path"
+#: the columns a typed asset's files have (connector: the envelope; typed: join + declared)
+DEF_COLUMN_SCHEMA = PartitionMetadata.key("column_schema")
+#: how a typed asset gets its columns: "declared" in the profile or "inferred"
+DEF_COLUMNS_SOURCE = TypedPartitionMetadata.key("columns")
 # Objects the decorator leaves on the spec for the resource to find at run time (the
 # dagster-dlt convention); never serialized, so they stay in the code location.
 META_KEY_PROFILE = "chartly_dagster/profile"

@@ -34,7 +34,8 @@ class ProjectAssets:
     cadence: str
     partitions_def: PartitionsDefinition
     keys: tuple[AssetKey, ...]
-    #: assets built on these (the summary), run in the same job so the checks gate them
+    #: assets built on these (typed assets, a summary), run in the same job so the checks
+    #: gate them
     downstream: tuple[AssetKey, ...] = ()
 
 
@@ -55,15 +56,18 @@ def project_job(project: ProjectAssets, name: str) -> UnresolvedAssetJobDefiniti
                                         f"{project.cadence} connector asset(s) and checks")
 
 
-def profile_schedule(key: AssetKey, *, default_status: DefaultScheduleStatus
+def profile_schedule(key: AssetKey, *, default_status: DefaultScheduleStatus,
+                     downstream: Sequence[AssetKey] = ()
                      ) -> tuple[UnresolvedAssetJobDefinition, ScheduleDefinition]:
-    """A job for one profile's asset and a schedule requesting its latest completed window.
+    """A job for one profile's asset (and `downstream`, its typed asset) and a schedule
+    requesting its latest completed window.
 
     The cron and time zone come from the partitions definition, so a custom-cron profile
     is scheduled exactly on its window boundaries.
     """
     name = job_name(*key.path)
-    job = define_asset_job(name=f"{name}_job", selection=AssetSelection.assets(key),
+    job = define_asset_job(name=f"{name}_job",
+                           selection=AssetSelection.assets(key, *downstream),
                            executor_def=identified_in_process_executor)
     schedule = build_schedule_from_partitioned_job(job, name=f"{name}_schedule",
                                                    default_status=default_status)

@@ -17,6 +17,7 @@ from ..core.catalog import ResolvedProfile
 from ..core.refs import format_ref
 from . import metadata as md
 from .partitions import partitions_def_for
+from .typed import envelope_column_schema, typed_asset_spec
 
 KINDS = {"chartly", "http", "parquet"}
 _TAG_VALUE_RE = re.compile(r"^[A-Za-z0-9_.-]{0,63}$")
@@ -110,7 +111,20 @@ class ConnectorProfileTranslator:
             tags=tags,
             metadata={md.DEF_PROFILE_REF: format_ref(ref),
                       md.DEF_RESOLVED_HASH: resolved.hash,
-                      md.DEF_SOURCE_PATH: resolved.source_path},
+                      md.DEF_SOURCE_PATH: resolved.source_path,
+                      md.DEF_COLUMN_SCHEMA: envelope_column_schema()},
             partitions_def=self.get_partitions_def(data),
             freshness_policy=freshness_policy_for(resolved),
         )
+
+    def get_typed_asset_key(self, data: ConnectorProfileTranslatorData,
+                            connector_key: AssetKey) -> AssetKey:
+        """The typed asset next to its connector asset (whatever key the spec got):
+        `.../<connector>_typed`."""
+        return AssetKey([*connector_key.path[:-1], f"{connector_key.path[-1]}_typed"])
+
+    def get_typed_asset_spec(self, data: ConnectorProfileTranslatorData,
+                             connector: AssetSpec) -> AssetSpec:
+        """The typed asset's spec (override this, calling super, to change any attribute)."""
+        return typed_asset_spec(connector, self.get_typed_asset_key(data, connector.key),
+                                data.resolved)

@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -312,11 +312,18 @@ def _open(uri: str) -> tuple[pafs.FileSystem, str]:
     return storage.fs, storage.root
 
 
-def iter_window_batches(uri: str, batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
-    """Stream one written file, so checks never hold a whole window in memory."""
+def iter_window_batches(uri: str, batch_size: int = 65_536,
+                        columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
+    """Stream one written file (only `columns`, if given), so checks never hold a whole
+    window in memory."""
     fs, path = _open(uri)
     with fs.open_input_file(path) as handle:
-        yield from pq.ParquetFile(handle).iter_batches(batch_size=batch_size)
+        parquet = pq.ParquetFile(handle)
+        missing = sorted(set(columns or ()) - set(parquet.schema_arrow.names))
+        if missing:
+            raise ValueError(f"{uri} is not an envelope file: no {', '.join(missing)} column")
+        yield from parquet.iter_batches(batch_size=batch_size,
+                                        columns=list(columns) if columns else None)
 
 
 def read_window_file(uri: str) -> pa.Table:

@@ -70,6 +70,8 @@ class ConnectorProfilesComponent(Component, Resolvable):
         secrets_dir_env_var: Name of the environment variable holding the mounted secrets
             folder; only the name is configured, so the UI never shows a path or value. An
             unset variable means no folder (CHARTLY_SECRET_* variables still work).
+        typed: Build a typed asset (the records' fields as columns, drift checked) next to
+            every connector asset.
         schedules: Build a (stopped) schedule per profile.
         translation: Asset attributes (key, key_prefix, group_name, tags, owners, ...) for
             every connector asset; templates see `profile`, `connector`, `tenant`,
@@ -82,6 +84,7 @@ class ConnectorProfilesComponent(Component, Resolvable):
     storage_root: str | None = None
     staging_root: str | None = None
     secrets_dir_env_var: str | None = "CHARTLY_SECRETS_DIR"
+    typed: bool = True
     schedules: bool = True
     translation: Annotated[
         TranslationFn[ConnectorProfileTranslatorData],
@@ -100,4 +103,5 @@ class ConnectorProfilesComponent(Component, Resolvable):
         return build_definitions(
             Path(context.path) / self.profiles_dir, resource=resource,
             translator=_ComponentTranslator(self),
-            max_partitions_per_run=self.max_partitions_per_run, schedules=self.schedules)
+            max_partitions_per_run=self.max_partitions_per_run, typed=self.typed,
+            schedules=self.schedules)
