@@ -154,6 +154,10 @@ CASES: list[tuple[str, Callable[[Path], None], list[str], int, tuple[str, ...]]]
      ("variants.dev", "alowedPorts", "did you mean 'allowedPorts'")),
     ("float overflow", _mutated(lambda d: d["spec"]["transport"].update(timeoutMs=1e400)),
      LIST, 4, ("spec.transport.timeoutMs",)),
+    ("a bool where an int belongs", _mutated(lambda d: d["spec"]["pagination"].update(
+        pageSize=True)), LIST, 4, ("widgets.yaml", "spec.pagination.pageSize")),
+    ("a numeric string where an int belongs", _mutated(lambda d: d["spec"]["pagination"].update(
+        pageSize="500")), LIST, 4, ("widgets.yaml", "spec.pagination.pageSize")),
     ("missing profiles folder", lambda f: f.rmdir(), LIST, 3,
      ("profiles folder", "does not exist")),
 ]
