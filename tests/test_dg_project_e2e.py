@@ -138,7 +138,8 @@ def test_create_dagster_project_scaffold_check_list_and_launch(
     assert STARTER.to_user_string() in {a["asset_key"] for a in listed["assets"]}
     assert {c["key"] for c in listed["asset_checks"]} == {
         f"{STARTER.to_user_string()}:envelope_valid",
-        f"{STARTER.to_user_string()}:deterministic"}
+        f"{STARTER.to_user_string()}:deterministic",
+        f"{STARTER.to_user_string()}_typed:schema_drift"}  # the typed table's drift check
 
     dg("dg", "launch", "--assets", STARTER.to_user_string(), "--partition", PARTITION)
     truth = sandbox.ground_truth("/v1/events", f"{PARTITION}T00:00:00Z",

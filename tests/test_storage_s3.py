@@ -122,8 +122,13 @@ def test_range_run_writes_to_s3_checks_read_back_and_a_rerun_resumes(
 
     # The failed window resumed at its second page: its first page was fetched once.
     assert _window_offsets(sandbox, PARTITIONS[1]) == ["0", "1000", "1000"]
-    assert _parquet_objects(s3_server) == [f"raw/tenant-demo/proj-sales/orders/{pk}.parquet"
-                                   for pk in PARTITIONS]
+    objects = _parquet_objects(s3_server)
+    assert [k for k in objects if k.startswith("raw/tenant-demo/")] == [
+        f"raw/tenant-demo/proj-sales/orders/{pk}.parquet" for pk in PARTITIONS]
+    # The typed table lands next to it, one Hive-style folder per window.
+    assert [k for k in objects if k.startswith("raw/typed/")] == [
+        f"raw/typed/tenant-demo/proj-sales/orders_typed/window={pk}T00:00:00Z/part-0.parquet"
+        for pk in PARTITIONS]
     filesystem = fsspec.filesystem("s3")
     for pk in PARTITIONS:
         records = dagster_instance.fetch_materializations(
@@ -137,7 +142,7 @@ def test_range_run_writes_to_s3_checks_read_back_and_a_rerun_resumes(
             ids = pq.read_table(handle, columns=["event_id"]).column("event_id").to_pylist()
         truth = sandbox.ground_truth("/v2/orders", *_day(pk))
         assert len(ids) == len(set(ids)) == len(truth) == meta.records > 0, pk
-    assert set(evaluations) == {"envelope_valid", "deterministic"}
+    assert set(evaluations) == {"envelope_valid", "deterministic", "schema_drift"}
     for name, evaluation in evaluations.items():
         assert evaluation.passed, (name, evaluation.metadata)
         verdicts = md.raw_value(evaluation.metadata["verdicts"])
