@@ -12,7 +12,15 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from .hostnames import HostnameError, check_base_url_host, normalize_allowlist_pattern
@@ -409,6 +417,13 @@ class PartitionsSpec(StrictModel):
         return self
 
 
+class RecordingSpec(StrictModel):
+    enabled: bool = Field(description="Keep every response of a window (gzip, content-"
+                                      "addressed) next to its partition file, so the window can "
+                                      "be replayed offline and re-derived by the determinism "
+                                      "check. Absent: on in dev, off in staging and prod.")
+
+
 class ConnectorSpec(StrictModel):
     envs: list[Env] = Field(min_length=1, description="Environments that may run this profile.")
     transport: Transport
@@ -424,6 +439,16 @@ class ConnectorSpec(StrictModel):
     partitions: PartitionsSpec
     golden: str | None = Field(None, description="Golden plan file (relative to the profiles "
                                                  "folder's parent) the determinism check uses.")
+    recording: RecordingSpec | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_recording(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # An absent setting stays out of the dump, so profiles without one keep the
+        # resolved (and plan) hashes they had before the setting existed.
+        data = handler(self)
+        if self.recording is None:
+            data.pop("recording", None)
+        return data
 
     @field_validator("envs")
     @classmethod
