@@ -77,7 +77,8 @@ def build_connector_asset(resolved: ResolvedProfile, *, env: str,
                 context, resolved=resolved, key=spec.key, partitions_def=partitions_def,
                 env=env, destination=chartly_storage.destination(context.instance),
                 staging_dir=chartly_storage.staging_dir(context.instance),
-                secrets=chartly_secrets.resolver(), env_policy=chartly_egress.policy())
+                secrets=chartly_secrets.resolver(), env_policy=chartly_egress.policy(),
+                record_responses=chartly_storage.record_responses)
             yield MaterializeResult(asset_key=spec.key)
 
     return _connector_asset

@@ -40,6 +40,7 @@ from ..core.windows import Window
 from ..runtime.envelope import ContentHasher, validate_envelope_stream
 from . import metadata as md
 from .partitions import window_for_partition
+from .recordings import rederive
 from .resources import ChartlyStorageResource
 
 ENVELOPE_CHECK = "envelope_valid"
@@ -194,7 +195,9 @@ def _determinism_verdict(resolved: ResolvedProfile, storage: ChartlyStorageResou
     if actual != meta.get(md.CONTENT_HASH):
         problems.append({"code": "content_hash_mismatch", "materialized":
                          meta.get(md.CONTENT_HASH), "recomputed": actual, "uri": uri})
-    return {"ok": not problems, "findings": problems}
+    derivation, rederive_problems = rederive(resolved, meta, window, str(meta.get(md.ENV)))
+    problems += rederive_problems
+    return {"ok": not problems, **derivation, "findings": problems}
 
 
 def _streamed_content_hash(storage: ChartlyStorageResource, uri: str) -> str:
@@ -213,7 +216,9 @@ def build_determinism_check(resolved: ResolvedProfile, key: AssetKey,
     @asset_check(asset=key, name=DETERMINISM_CHECK, blocking=True, description=(
         "The partition's plan hash recomputes from the current resolved profile, the file's "
         "content hash matches its metadata, the profile has not drifted since it was "
-        "materialized, and the golden plan (if the profile names one) still matches."))
+        "materialized, and the golden plan (if the profile names one) still matches. A "
+        "recorded partition is re-derived from its recording (verdict 're-derived'), "
+        "otherwise only its integrity is proven ('integrity only')."))
     def _deterministic(context: AssetCheckExecutionContext,
                        chartly_storage: ChartlyStorageResource) -> AssetCheckResult:
         verdicts = judge_partitions(

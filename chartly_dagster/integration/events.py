@@ -37,11 +37,13 @@ from ..runtime.executor import (
     WindowTarget,
     fetch_window,
 )
+from ..runtime.recording import RecordTo, recording_enabled
 from ..runtime.secrets import SecretResolver
 from ..runtime.storage import Storage
 from . import metadata as md
 from .checkpoints import last_materialization, resume_checkpoint
 from .partitions import previous_partition_key, window_for_partition
+from .recordings import recording_metadata
 
 
 def column_schema(result: WindowResult) -> TableSchema:
@@ -79,6 +81,7 @@ def partition_metadata(result: WindowResult, *, env: str,
         md.URI_DAGSTER: result.uri,
         md.ROW_COUNT: result.records,
         md.COLUMN_SCHEMA: column_schema(result),
+        **recording_metadata(result),
     }
 
 
@@ -120,7 +123,8 @@ def _previous_watermark(instance: DagsterInstance, key: AssetKey,
 def connector_event_iterator(context: AssetExecutionContext, *, resolved: ResolvedProfile,
                              key: AssetKey, partitions_def: PartitionsDefinition, env: str,
                              destination: str, staging_dir: str, secrets: SecretResolver,
-                             env_policy: EnvPolicy) -> Iterator[AssetObservation]:
+                             env_policy: EnvPolicy, record_responses: bool | None = None,
+                             ) -> Iterator[AssetObservation]:
     """Fetch every partition of the run in order, resuming any window left in flight.
 
     A finished window yields a `window_complete` observation so that a later re-execution
@@ -128,7 +132,9 @@ def connector_event_iterator(context: AssetExecutionContext, *, resolved: Resolv
     """
     instance = context.instance
     storage = Storage.parse(destination)
-    network = NetworkOptions(env, secrets, env_policy)
+    record = recording_enabled(resolved.spec, env, record_responses)
+    network = NetworkOptions(env, secrets, env_policy,
+                             recording=RecordTo(storage) if record else None)
     # Windows finished earlier in this run are not materialized until the step ends.
     watermarks: dict[str, str | None] = {}
     for partition in context.partition_keys:

@@ -33,6 +33,10 @@ PREVIOUS_WATERMARK = f"{PREFIX}previous_watermark"
 PREVIOUS_CHECKPOINT = f"{PREFIX}previous_checkpoint"
 RESUMED_FROM_PAGE = f"{PREFIX}resumed_from_page"
 DURATION_SECONDS = f"{PREFIX}duration_seconds"
+RESPONSE_HASH = f"{PREFIX}response_hash"
+RECORDING_URI = f"{PREFIX}recording_uri"
+RECORDING_BYTES = f"{PREFIX}recording_bytes"
+RECORDED_RESPONSES = f"{PREFIX}recorded_responses"
 
 # Observation keys: what a page observation carries so a re-executed run can resume.
 OBSERVATION_KIND = f"{PREFIX}observation"

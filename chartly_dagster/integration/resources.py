@@ -44,6 +44,10 @@ class ChartlyStorageResource(ConfigurableResource):
         "are written under; default <DAGSTER_HOME>/chartly/data."))
     staging_root: str | None = Field(None, description=(
         "Local folder for windows in flight; default <DAGSTER_HOME>/chartly/staging."))
+    record_responses: bool | None = Field(None, description=(
+        "Record every response of each partition next to its file (replayable, re-derived "
+        "by the deterministic check); overrides the profile's recording.enabled. Default: "
+        "the profile's setting, else on in dev only."))
 
     def destination(self, instance: DagsterInstance) -> str:
         return (self.root or f"{instance.root_directory}/chartly/data").rstrip("/")
