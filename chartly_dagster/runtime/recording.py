@@ -109,6 +109,17 @@ class _Credentials:
                 if name in headers}
 
 
+def _scrubbed_body(response: GuardedResponse) -> bytes:
+    """The body as recorded: no secret value in it, and an error body (which only feeds an
+    error message, and may quote a credential back) fully scrubbed like its excerpt."""
+    body = response.content
+    text = body.decode("utf-8", "surrogateescape")
+    if not 200 <= response.status_code < 300:
+        return response.redactor.scrub(text).encode("utf-8", "surrogateescape")
+    scrubbed = response.redactor.scrub_values(text)
+    return body if scrubbed == text else scrubbed.encode("utf-8", "surrogateescape")
+
+
 def _body_path(folder: Path | str, digest: str) -> str:
     return f"{folder}/{BODIES}/{digest.removeprefix('sha256:')}.gz"
 
@@ -180,10 +191,7 @@ class _Recorder:
     def record(self, url: str, params: Mapping[str, str] | None,
                response: GuardedResponse) -> None:
         assert self._credentials is not None and self._file is not None
-        body = response.content
-        if not 200 <= response.status_code < 300:
-            # An error body may quote the credential back; it only feeds an error message.
-            body = response.redactor.scrub(body.decode("utf-8", "replace")).encode("utf-8")
+        body = _scrubbed_body(response)
         digest = sha256_hex(body)
         blob = Path(_body_path(self.folder, digest))
         if not blob.exists():

@@ -70,6 +70,12 @@ class Redactor:
         text = _USERINFO_RE.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
         return _AUTH_HEADER_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
 
+    def scrub_values(self, text: str) -> str:
+        """`text` with the registered values replaced and nothing else: for data, where a
+        credential-shaped parameter may be legitimate content (and a full scrub is slow)."""
+        values_re = self._values_re
+        return text if values_re is None else values_re.sub(REDACTED, text)
+
     def scrub_url(self, url: Any) -> str:
         """A URL (str or httpx.URL) safe for provenance and logs."""
         return self.scrub(str(url))
