@@ -256,7 +256,7 @@ class _Recorder:
 
 
 def _put(fs: pafs.FileSystem, path: str, data: bytes) -> int:
-    with fs.open_output_stream(path) as sink:
+    with fs.open_output_stream(path, compression=None) as sink:
         sink.write(data)
     return len(data)
 
@@ -365,7 +365,7 @@ class _Replayer:
 
     def _read(self, path: str, what: str) -> bytes:
         try:
-            with self._fs.open_input_stream(path) as source:
+            with self._fs.open_input_stream(path, compression=None) as source:
                 return bytes(source.read())
         except (OSError, FileNotFoundError):
             raise RecordingCorrupt(f"{self._label}: {what} is missing or unreadable") from None
