@@ -22,7 +22,9 @@ import gzip
 import hashlib
 import json
 import os
+import queue
 import shutil
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +56,7 @@ SUFFIX = ".recording"
 #: the response headers the product reads: continuation (Link), totals, Retry-After and
 #: the content type; nothing else (Set-Cookie and friends) is kept
 RECORDED_HEADERS = ("content-type", "link", "retry-after", "x-total-count")
+_DONE = object()
 #: gzip level: level 1 compresses JSON pages about 4x at a fraction of level 6's CPU
 GZIP_LEVEL = 1
 
@@ -113,11 +116,13 @@ def _scrubbed_body(response: GuardedResponse) -> bytes:
     """The body as recorded: no secret value in it, and an error body (which only feeds an
     error message, and may quote a credential back) fully scrubbed like its excerpt."""
     body = response.content
-    text = body.decode("utf-8", "surrogateescape")
     if not 200 <= response.status_code < 300:
+        text = body.decode("utf-8", "surrogateescape")
         return response.redactor.scrub(text).encode("utf-8", "surrogateescape")
-    scrubbed = response.redactor.scrub_values(text)
-    return body if scrubbed == text else scrubbed.encode("utf-8", "surrogateescape")
+    if not response.redactor.found_in(body):
+        return body
+    text = response.redactor.scrub_values(body.decode("utf-8", "surrogateescape"))
+    return text.encode("utf-8", "surrogateescape")
 
 
 def _body_path(folder: Path | str, digest: str) -> str:
@@ -155,6 +160,11 @@ class _Recorder:
         self.count = 0
         self._page = 0
         self._last_request: dict[str, Any] | None = None
+        # Bodies are scrubbed, hashed, gzipped and written on a thread of their own (zlib
+        # and hashlib release the GIL), off the fetch loop's path.
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=8)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
 
     def _lines(self) -> list[bytes]:
         path = self.folder / RESPONSES
@@ -182,6 +192,9 @@ class _Recorder:
             last = json.loads(lines[-1])
             self._page, self._last_request = last["page"], last["request"]
         self._file = (self.folder / RESPONSES).open("ab")
+        self._thread = threading.Thread(target=self._run, name="chartly-recording",
+                                        daemon=True)
+        self._thread.start()
 
     def open_client(self, build: Callable[[], Any]) -> _RecordingClient:
         client = build()
@@ -190,6 +203,28 @@ class _Recorder:
 
     def record(self, url: str, params: Mapping[str, str] | None,
                response: GuardedResponse) -> None:
+        """Queue one response for the writer thread (scrub, hash, gzip, append)."""
+        assert self._credentials is not None
+        if self._error is not None:
+            raise self._error
+        request = self._credentials.request(url, params)
+        if request != self._last_request:  # a retry repeats its page's request
+            self._page += 1
+            self._last_request = request
+        self._queue.put((self._page, request, response))
+        self.count += 1
+
+    def _run(self) -> None:
+        try:
+            while (item := self._queue.get()) is not _DONE:
+                self._write(*item)
+        except BaseException as exc:  # handed to the fetching thread by record/finish
+            self._error = exc
+            while self._queue.get() is not _DONE:  # unblock a waiting record
+                pass
+
+    def _write(self, page: int, request: dict[str, Any], response: GuardedResponse) -> None:
+        """Body first, then its record: a staged record always names a staged body."""
         assert self._credentials is not None and self._file is not None
         body = _scrubbed_body(response)
         digest = sha256_hex(body)
@@ -198,21 +233,23 @@ class _Recorder:
             tmp = blob.with_suffix(".tmp")
             tmp.write_bytes(gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0))
             os.replace(tmp, blob)
-        request = self._credentials.request(url, params)
-        if request != self._last_request:  # a retry repeats its page's request
-            self._page += 1
-            self._last_request = request
-        record = {"page": self._page, "request": request, "status": response.status_code,
+        record = {"page": page, "request": request, "status": response.status_code,
                   "headers": self._credentials.headers(response.headers),
                   "url": response.url, "redirects": list(response.redirects),
                   "body": digest, "body_bytes": len(body)}
         self._file.write(canonical_bytes(record) + b"\n")
         self._file.flush()
-        os.fsync(self._file.fileno())
-        self.count += 1
+
+    def _stop(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            self._queue.put(_DONE)
+            self._thread.join()
 
     def finish(self, *, content_hash: str, records: int, pages: int) -> RecordedWindow:
         """Publish the recording next to the window's file; the manifest goes last."""
+        self._stop()
+        if self._error is not None:
+            raise self._error
         self._close()
         lines = self._lines()
         whole = hashlib.sha256()
@@ -236,8 +273,8 @@ class _Recorder:
         fs.create_dir(f"{target}/{BODIES}", recursive=True)
         size = 0
         for digest in sorted({json.loads(line)["body"] for line in lines}):
-            data = Path(_body_path(self.folder, digest)).read_bytes()
-            size += _put(fs, _body_path(target, digest), data)
+            size += _publish_file(storage, Path(_body_path(self.folder, digest)),
+                                  _body_path(target, digest))
         size += _put(fs, f"{target}/{RESPONSES}", b"".join(lines))
         size += _put(fs, f"{target}/{MANIFEST}", canonical_bytes(manifest) + b"\n")
         return RecordedWindow(response_hash, storage.uri_of(target), size, len(lines), False,
@@ -245,6 +282,7 @@ class _Recorder:
 
     def abort(self, keep: bool) -> None:
         """After a failure: keep the staged records for a resume, or remove them."""
+        self._stop()
         self._close()
         if not keep:
             shutil.rmtree(self.folder, ignore_errors=True)
@@ -253,6 +291,17 @@ class _Recorder:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def _publish_file(storage: Storage, source: Path, path: str) -> int:
+    """Move a staged file into place (a rename when staging shares the local disk)."""
+    if storage.is_local:
+        try:
+            os.replace(source, path)
+            return os.path.getsize(path)
+        except OSError:  # staging on another device: copy instead
+            pass
+    return _put(storage.fs, path, source.read_bytes())
 
 
 def _put(fs: pafs.FileSystem, path: str, data: bytes) -> int:
