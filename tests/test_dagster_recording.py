@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 from dagster import (
     AssetCheckEvaluation,
     AssetKey,
@@ -72,7 +73,9 @@ def test_dev_partition_is_recorded_and_re_derived(sandbox: Sandbox, sandbox_prof
     meta = _metadata(dagster_instance)
     recording = Path(meta[md.RECORDING_URI].removeprefix("file://"))
     assert recording.parent == Path(meta[md.URI].removeprefix("file://")).parent
-    assert recording.name == f"{PARTITION}.recording" and (recording / "recording.json").is_file()
+    assert recording.name == f"_{PARTITION}.recording" and (recording / "recording.json").is_file()
+    # The recording stays out of the way of reading the connector's folder as a dataset.
+    assert pq.read_table(recording.parent).num_rows == meta[md.RECORDS]
     assert meta[md.RECORDING_BYTES] > 0 and meta[md.RECORDED_RESPONSES] == meta[md.REQUESTS]
     assert meta[md.RESPONSE_HASH].startswith("sha256:")
     assert meta[md.CHECKPOINT]["payload"]["response_hash"] == meta[md.RESPONSE_HASH]

@@ -439,7 +439,8 @@ class ConnectorSpec(StrictModel):
     partitions: PartitionsSpec
     golden: str | None = Field(None, description="Golden plan file (relative to the profiles "
                                                  "folder's parent) the determinism check uses.")
-    recording: RecordingSpec | None = None
+    recording: RecordingSpec | None = Field(None, description=(
+        "Response recording for replay and re-derivation; absent: on in dev only."))
 
     @model_serializer(mode="wrap")
     def _omit_unset_recording(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:

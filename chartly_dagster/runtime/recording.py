@@ -1,6 +1,6 @@
 """Record a window's responses while it is fetched, and replay them with no network at all.
 
-A recording is a folder next to the window's file, `<stem>.recording/`:
+A recording is a folder next to the window's file, `_<stem>.recording/`:
 
 - `responses.jsonl`: one canonical JSON record per response, in the order received: the
   request (method, URL and params without credentials), the status, the headers the
@@ -72,8 +72,12 @@ def recording_enabled(spec: ConnectorSpec, env: str, override: bool | None = Non
 
 
 def recording_name(relative: str) -> str:
-    """The recording folder of a window file: `a/b/<stem>.parquet` -> `a/b/<stem>.recording`."""
-    return relative.removesuffix(".parquet") + SUFFIX
+    """The recording folder of a window file: `a/b/<stem>.parquet` -> `a/b/_<stem>.recording`.
+
+    The `_` keeps it out of dataset discovery (pyarrow, Spark and Hive skip `_` and `.`
+    names), so a connector's folder still reads as one Parquet dataset."""
+    parent, slash, name = relative.rpartition("/")
+    return f"{parent}{slash}_{name.removesuffix('.parquet')}{SUFFIX}"
 
 
 class PageClient(Protocol):
