@@ -9,17 +9,20 @@ recorded byte holds a secret, whichever way the window ended.
 from __future__ import annotations
 
 import base64
+import copy
 import gzip
 import json
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote
 
 import pytest
 
+from chartly_dagster.core.catalog import ResolvedProfile, ref_of
 from chartly_dagster.core.errors import ChartlyError, Unauthenticated, UpstreamUnavailable
 from chartly_dagster.core.plan import Limits, build_plan
+from chartly_dagster.core.profile import ConnectorProfile
 from chartly_dagster.core.windows import Window
 from chartly_dagster.runtime.egress import GuardedNetworkBackend
 from chartly_dagster.runtime.errors import (
@@ -395,3 +398,35 @@ def test_bodies_headers_and_urls_echoing_the_credential_are_recorded_scrubbed(
     assert ECHO_SECRET.encode() not in blob and quote(ECHO_SECRET).encode() not in blob
     assert b"Set-Cookie" not in blob and b"session=" not in blob
     assert b"[REDACTED]" in blob  # scrubbed, not dropped
+
+
+def _token_pages(handler) -> None:
+    """Link pagination whose cursor parameter is called `token` (a credential-like name)."""
+    token = dict(parse_qsl(handler.path.partition("?")[2])).get("token", "p1")
+    number = int(token[1:])
+    body = json.dumps([{"id": f"r{number}", "ts": f"2026-02-01T0{number}:00:00Z"}]).encode()
+    links = {"Link": f'</events?token=p{number + 1}>; rel="next"'} if number < 3 else {}
+    reply(handler, 200, body, links)
+
+
+def test_an_upstream_cursor_named_token_replays_page_by_page(tmp_path: Path,
+                                                             trap: NetworkTrap) -> None:
+    with serve(_token_pages) as srv:
+        base = make_profile(f"http://{API_HOST}:{srv.port}", cidrs=["127.0.0.0/8"],
+                            ports=[srv.port])
+        doc = copy.deepcopy(base.document)
+        doc["spec"]["pagination"] = {"mode": "link"}
+        profile = ConnectorProfile.model_validate(doc)
+        resolved = ResolvedProfile(ref_of(profile), profile, doc, "sha256:token-test", "t.yaml")
+        plan = build_plan(resolved, DAY)
+        recorded = fetch_window(
+            resolved, DAY, plan, target=WindowTarget.at(str(tmp_path / "live")),
+            network=NetworkOptions("dev", recording=RecordTo(Storage.parse(str(tmp_path)))),
+            seams=Seams(resolver=FakeResolver({API_HOST: ["127.0.0.1"]})))
+    assert recorded.pages == 3
+    text = (recording_of(tmp_path) / "responses.jsonl").read_text()
+    assert "token=p2" in text and "token=p3" in text  # the upstream's cursor, kept as sent
+    trap.armed = True
+    replayed = fetch_window(resolved, DAY, plan, target=WindowTarget.at(str(tmp_path / "r")),
+                            network=NetworkOptions("dev", recording=ReplayFrom(str(tmp_path))))
+    assert replayed.pages == 3 and replayed.content_hash == recorded.content_hash

@@ -45,8 +45,8 @@ from .http import GuardedResponse
 from .redact import REDACTED, Redactor
 from .storage import Storage
 
-__all__ = ["PageClient", "RecordTo", "RecordedWindow", "ReplayFrom", "recording_enabled",
-           "recording_name"]
+__all__ = ["PageClient", "RecordTo", "RecordedWindow", "ReplayFrom", "WindowRecording",
+           "recording_enabled", "recording_name"]
 
 FORMAT_VERSION = 1
 MANIFEST = "recording.json"
@@ -88,7 +88,13 @@ class PageClient(Protocol):
 
 
 class _Credentials:
-    """Strips credentials from a request the same way when recording and when replaying."""
+    """Strips credentials from a request the same way when recording and when replaying.
+
+    A credential is the profile's auth query parameter or a parameter holding a secret
+    value this run resolved (or, on replay, the `[REDACTED]` that replaced one). Only
+    known values are scrubbed, never credential-looking names: an upstream's own
+    `token=` cursor must replay as it was sent, or its pages would look all alike.
+    """
 
     def __init__(self, query_param: str | None, redactor: Redactor) -> None:
         self._param = (query_param or "").lower()
@@ -96,13 +102,14 @@ class _Credentials:
 
     def _is_credential(self, name: str, value: str) -> bool:
         return (name.lower() == self._param or REDACTED in value
-                or self._redactor.scrub(f"?{name}={value}") != f"?{name}={value}")
+                or self._redactor.found_in(value.encode("utf-8", "surrogateescape")))
 
     def url(self, url: str) -> str:
-        parsed = httpx.URL(self._redactor.scrub(url))
+        parsed = httpx.URL(url)
         kept = [(k, v) for k, v in parsed.params.multi_items() if not self._is_credential(k, v)]
-        return str(parsed.copy_with(params=httpx.QueryParams(kept), fragment=None)
-                   if kept else parsed.copy_with(query=None, fragment=None))
+        stripped = (parsed.copy_with(params=httpx.QueryParams(kept), fragment=None) if kept
+                    else parsed.copy_with(query=None, fragment=None))
+        return self._redactor.scrub_values(str(stripped))
 
     def params(self, params: Mapping[str, str] | None) -> dict[str, str]:
         return {k: v for k, v in sorted((params or {}).items())
@@ -112,7 +119,7 @@ class _Credentials:
         return {"method": "GET", "url": self.url(url), "params": self.params(params)}
 
     def headers(self, headers: httpx.Headers) -> dict[str, str]:
-        return {name: self._redactor.scrub(headers[name]) for name in RECORDED_HEADERS
+        return {name: self._redactor.scrub_values(headers[name]) for name in RECORDED_HEADERS
                 if name in headers}
 
 
@@ -178,9 +185,13 @@ class _Recorder:
             return [line for line in handle if line.endswith(b"\n")]
 
     def can_resume(self, responses: int | None) -> bool:
-        """Whether the staged records reach the checkpoint (a checkpoint taken without
-        recording cannot be continued by a recorded window)."""
-        return responses is not None and len(self._lines()) >= responses
+        """Whether the staged records reach the checkpoint with every body they name (a
+        checkpoint taken without recording cannot be continued by a recorded window)."""
+        if responses is None:
+            return False
+        kept = self._lines()[:responses]
+        return len(kept) == responses and all(
+            Path(_body_path(self.folder, json.loads(line)["body"])).is_file() for line in kept)
 
     def begin(self, responses: int) -> None:
         """Start empty, or keep the first `responses` records (a resume after a checkpoint)."""
@@ -402,8 +413,10 @@ class _Replayer:
         self.manifest = self._read_manifest()
         recorded_plan = self.manifest.get("plan")
         if self.manifest.get("plan_hash") != plan.plan_hash:
-            fields = _differences(recorded_plan, plan.body, "plan") or ["plan.plan_hash"]
-            shown = ", ".join(f for f in fields if f != "plan.plan_hash")[:600] or "plan_hash"
+            fields = [f for f in _differences(recorded_plan, plan.body, "plan")
+                      if f != "plan.plan_hash"] or ["plan.plan_hash"]
+            shown = ", ".join(fields[:12]) + (f" and {len(fields) - 12} more"
+                                              if len(fields) > 12 else "")
             raise RecordingMismatch(
                 f"{self._label} was made by plan {self.manifest.get('plan_hash')}, not this "
                 f"profile's plan {plan.plan_hash}; differing fields: {shown}", field="--replay")
