@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check chartly_dagster tests bench definitions.py
+	$(BIN)/ruff check chartly_dagster tests bench definitions.py examples
 
 system-deps:  ## PostgreSQL server + Debian Chromium for the end-to-end tests
 	./scripts/install-system-deps.sh
@@ -25,10 +25,10 @@ test: lint system-deps
 	$(BIN)/python -m pytest -q
 
 demo: $(STAMP)  ## sandbox upstream + a week of partitions through Dagster + checks + summary
-	$(BIN)/python -m chartly_dagster.demo
+	$(BIN)/python -m examples.demo
 
 ui: $(STAMP)  ## sandbox upstream + dagster dev -w workspace.yaml (DAGSTER_HOME=dagster_home)
-	$(BIN)/python -m chartly_dagster.demo ui
+	$(BIN)/python -m examples.demo ui
 
 golden: $(STAMP)  ## regenerate golden plans on purpose, then review `git diff golden/`
 	$(BIN)/chartly-tool profiles golden --write --format text

@@ -63,7 +63,8 @@ def test_plan_text(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run_cli(capsys, *_dev(fmt="text"))
     assert code == 0
     assert "validation  ok" in out
-    assert "step   0  GET http://localhost:8765/v1/events?" in out
+    assert "step 0   GET http://localhost:8765/v1/events\n" in out
+    assert max(len(line) for line in out.splitlines()) <= 80
     assert err == ""
 
 

@@ -24,19 +24,17 @@ from dagster import (
     AssetSpec,
     DagsterInstance,
     Definitions,
-    EnvVar,
     load_from_defs_folder,
     materialize,
 )
 
 from chartly_dagster.integration import (
-    ChartlySecretsResource,
+    ChartlyResource,
     ConnectorProfilesComponent,
     ConnectorProfileTranslatorData,
+    PartitionMetadata,
     build_definitions,
 )
-from chartly_dagster.integration import metadata as md
-from chartly_dagster.integration.assets import SECRETS_KEY, STORAGE_KEY
 from chartly_dagster.sandbox import run_sandbox
 from tests.fixtures_profiles import SECRETS, copy_profiles, sandbox_config
 
@@ -113,7 +111,7 @@ def test_defs_yaml_loads_the_same_definitions_as_build_definitions(
 
         graph = defs.resolve_asset_graph()
         keys = graph.get_all_asset_keys()
-        assert {k.path[-1] for k in keys} == CONNECTORS | {"daily_summary"}
+        assert {k.path[-1] for k in keys} == CONNECTORS
         hand_written = build_definitions(component_dir / "profiles", env="dev",
                                          max_partitions_per_run=None, schedules=False)
         assert keys == hand_written.resolve_asset_graph().get_all_asset_keys()
@@ -129,20 +127,20 @@ def test_defs_yaml_loads_the_same_definitions_as_build_definitions(
             "tenant_demo__proj_ops__hourly"}
         assert not list(defs.schedules or [])
         resources = defs.resources or {}
-        secrets = resources[SECRETS_KEY]
-        assert isinstance(secrets, ChartlySecretsResource)
-        assert secrets.secrets_dir == EnvVar("CHARTLY_COMPONENT_SECRETS_DIR")
+        chartly = resources["chartly"]
+        assert isinstance(chartly, ChartlyResource) and chartly.env == "dev"
+        assert chartly.secrets.secrets_dir_env_var == "CHARTLY_COMPONENT_SECRETS_DIR"
+        assert chartly.storage.root == str(tmp_path / "lake")
 
         orders = [a for a in defs.assets or [] if ORDERS in getattr(a, "keys", ())]
         result = materialize(orders, instance=dagster_instance, partition_key="2026-01-05",
                              resources=resources)
     assert result.success
     mat = result.asset_materializations_for_node(orders[0].node_def.name)[0]
-    uri = md.raw_value(mat.metadata[md.URI])
-    assert uri.startswith(f"file://{tmp_path / 'lake'}/")
-    assert Path(uri.removeprefix("file://")).is_file()
-    assert resources[STORAGE_KEY].root == str(tmp_path / "lake")
-    assert md.raw_value(mat.metadata[md.RECORDS]) == len(sandbox.ground_truth(
+    meta = PartitionMetadata.extract(mat.metadata)
+    assert meta.uri and meta.uri.startswith(f"file://{tmp_path / 'lake'}/")
+    assert Path(meta.uri.removeprefix("file://")).is_file()
+    assert meta.records == len(sandbox.ground_truth(
         "/v2/orders", "2026-01-05T00:00:00Z", "2026-01-06T00:00:00Z")) > 0
 
 
@@ -154,8 +152,28 @@ def test_component_subclass_decides_asset_specs(tmp_path: Path,
     copy_profiles(component_dir / "profiles", 8765)
     _write_defs_yaml(component_dir, f"{__name__}.FlatConnectorProfiles", {"schedules": False})
     keys = _load(project, monkeypatch).resolve_asset_graph().get_all_asset_keys()
-    # The summary of the (now single) group takes the connectors' key prefix.
-    assert keys == {AssetKey(["raw", c]) for c in CONNECTORS | {"daily_summary"}}
+    assert keys == {AssetKey(["raw", c]) for c in CONNECTORS}
+
+
+def test_yaml_translation_sets_keys_groups_and_tags_without_a_subclass(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    project = tmp_path / "project"
+    _, defs_dir = _dg_project(project)
+    component_dir = defs_dir / "connectors"
+    copy_profiles(component_dir / "profiles", 8765)
+    _write_defs_yaml(component_dir, COMPONENT_TYPE, {"schedules": False, "translation": {
+        "key": "raw/{{ tenant }}/{{ connector }}", "group_name": "raw_{{ env }}",
+        "tags": {"team": "{{ project }}"}}})
+    graph = _load(project, monkeypatch).resolve_asset_graph()
+    orders = AssetKey(["raw", "tenant-demo", "orders"])
+    assert graph.get_all_asset_keys() == {AssetKey(["raw", "tenant-demo", c])
+                                          for c in CONNECTORS}
+    spec = graph.get(orders)
+    assert spec.group_name == "raw_dev"
+    # Tags merge into the translator's (env, connector, ...), they do not replace them.
+    assert spec.tags["team"] == "proj-sales" and spec.tags["chartly/connector"] == "orders"
+    assert {k.name for k in graph.asset_check_keys if k.asset_key == orders} == {
+        "envelope_valid", "deterministic"}
 
 
 def test_dg_cli_finds_scaffolds_and_lists_the_component(tmp_path: Path) -> None:
@@ -195,7 +213,7 @@ def test_dg_cli_finds_scaffolds_and_lists_the_component(tmp_path: Path) -> None:
     assert ORDERS.to_user_string() in assets
     assert assets[ORDERS.to_user_string()]["source"] == (
         f"src/{module}/defs/connectors/defs.yaml:1")
-    assert {a.rsplit("/", 1)[-1] for a in assets} == CONNECTORS | {"daily_summary"}
+    assert {a.rsplit("/", 1)[-1] for a in assets} == CONNECTORS
     checks = {c["key"] for c in listed_defs["asset_checks"]}
     assert {f"{ORDERS.to_user_string()}:envelope_valid",
             f"{ORDERS.to_user_string()}:deterministic"} <= checks

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dagster import AssetKey, AssetSpec, DefaultScheduleStatus, EnvVar
+import pytest
+from dagster import AssetKey, AssetSpec, DefaultScheduleStatus
 
 from chartly_dagster.core.profile import PartitionsSpec
 from chartly_dagster.integration import (
-    ChartlySecretsResource,
+    ChartlyResource,
     ConnectorProfileTranslator,
     ConnectorProfileTranslatorData,
     build_definitions,
@@ -25,13 +26,18 @@ def test_every_dev_profile_is_one_checked_partitioned_asset() -> None:
     spec = graph.get(ORDERS)
     assert spec.group_name == "tenant_demo__proj_sales"
     assert set(spec.owners) == {"team:integrations", "orders-oncall@example.invalid"}
-    assert spec.tags["chartly/env"] == "dev" and spec.tags["chartly/profile_ref"] == (
+    assert spec.tags["chartly/env"] == "dev" and spec.tags["chartly/profile"] == (
         "orders-2.1.0-dev")
-    assert spec.backfill_policy is not None and spec.backfill_policy.max_partitions_per_run == 31
+    # One key, one meaning: the full ref, as on every materialization of the asset.
+    assert spec.metadata["chartly/profile_ref"] == (
+        "tenant-demo/proj-sales::connector/orders@2.1.0#dev")
+    assert "chartly/profile_ref" not in spec.tags
+    # A range is one run by default, as `dagster asset materialize --partition-range` needs.
+    assert spec.backfill_policy is not None and spec.backfill_policy.max_partitions_per_run is None
     assert {k.name for k in graph.asset_check_keys if k.asset_key == ORDERS} == {
         "envelope_valid", "deterministic"}
-    connectors = [k for k in graph.get_all_asset_keys() if k.path[-1] != "daily_summary"]
-    assert len(connectors) == 6
+    assert len(graph.get_all_asset_keys()) == 6  # the summary is an example, not built in
+    assert defs.resources == {"chartly": ChartlyResource(env="dev")}
     jobs = {j.name for j in defs.jobs or []}
     assert {"tenant_demo__proj_sales", "tenant_demo__proj_ops__daily",
             "tenant_demo__proj_ops__hourly"} <= jobs
@@ -47,7 +53,7 @@ def test_translator_subclass_changes_keys_and_groups() -> None:
             return spec.replace_attributes(key=AssetKey(["raw", data.resolved.connector]),
                                            group_name="raw")
 
-    defs = build_definitions(PROFILES, env="dev", translator=Flat(), summaries=False)
+    defs = build_definitions(PROFILES, env="dev", translator=Flat())
     keys = defs.resolve_asset_graph().get_all_asset_keys()
     assert AssetKey(["raw", "orders"]) in keys and ORDERS not in keys
 
@@ -66,8 +72,26 @@ def test_windows_follow_cadence_start_and_time_zone() -> None:
         "start": "2026-01-01T06:30:00Z", "end": "2026-01-01T12:30:00Z"}
 
 
-def test_secrets_resource_shows_variable_names_only() -> None:
-    resource = ChartlySecretsResource(secrets_dir=EnvVar("CHARTLY_SECRETS_DIR"))
-    config = resource.get_resource_definition().config_schema
-    assert resource.secrets_dir == EnvVar("CHARTLY_SECRETS_DIR")
-    assert config is not None
+def test_range_runs_can_still_be_bounded() -> None:
+    defs = build_definitions(PROFILES, env="dev", max_partitions_per_run=7)
+    policy = defs.resolve_asset_graph().get(ORDERS).backfill_policy
+    assert policy is not None and policy.max_partitions_per_run == 7
+
+
+def test_env_is_set_in_one_place() -> None:
+    prod = build_definitions(PROFILES, resource=ChartlyResource(env="prod"))
+    assert prod.resources == {"chartly": ChartlyResource(env="prod")}
+    graph = prod.resolve_asset_graph()
+    assert {graph.get(k).tags["chartly/env"] for k in graph.get_all_asset_keys()} == {"prod"}
+    with pytest.raises(ValueError, match="env= or resource=, not both"):
+        build_definitions(PROFILES, env="dev", resource=ChartlyResource(env="dev"))
+
+
+def test_secrets_folder_is_configured_by_variable_name_and_may_be_unset(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    secrets = ChartlyResource(env="dev").secrets
+    assert secrets.secrets_dir_env_var == "CHARTLY_SECRETS_DIR"
+    monkeypatch.delenv("CHARTLY_SECRETS_DIR", raising=False)
+    assert secrets.folder() is None  # no folder: only CHARTLY_SECRET_* variables
+    monkeypatch.setenv("CHARTLY_SECRETS_DIR", str(tmp_path))
+    assert secrets.folder() == str(tmp_path)

@@ -1,4 +1,4 @@
-"""Egress timeout caps: the deployment's ChartlyEgressResource can only shorten a profile's
+"""Egress timeout caps: the deployment's EgressConfig can only shorten a profile's
 transport timeouts, and a capped request that runs long is a transient (retried) failure."""
 
 from __future__ import annotations
@@ -10,8 +10,12 @@ from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, materialize
 
 from chartly_dagster.core.errors import UpstreamUnavailable
 from chartly_dagster.core.profile import Transport
-from chartly_dagster.integration import ChartlyEgressResource, build_definitions
-from chartly_dagster.integration import metadata as md
+from chartly_dagster.integration import (
+    ChartlyResource,
+    EgressConfig,
+    PartitionMetadata,
+    build_definitions,
+)
 from chartly_dagster.runtime.egress import EnvPolicy
 from chartly_dagster.sandbox import Fault, Sandbox
 from tests.fixtures_runtime import DAY, Live, RecordingSleep
@@ -33,8 +37,8 @@ def test_caps_only_lower_the_profile_timeouts() -> None:
     assert EnvPolicy().capped(transport) == transport
     with pytest.raises(ValueError, match="max_deadline_ms"):
         EnvPolicy(max_deadline_ms=0)
-    policy = ChartlyEgressResource(env="prod", max_timeout_ms=250, max_deadline_ms=9_000,
-                                   allowed_cidrs={"prod": ["10.0.0.0/8"]}).policy()
+    policy = EgressConfig(max_timeout_ms=250, max_deadline_ms=9_000,
+                          allowed_cidrs={"prod": ["10.0.0.0/8"]}).policy()
     assert (policy.max_timeout_ms, policy.max_connect_timeout_ms, policy.max_deadline_ms) == (
         250, None, 9_000)
     assert policy.allowable_cidrs["prod"] == ("10.0.0.0/8",)
@@ -67,8 +71,8 @@ def test_resource_cap_reaches_the_asset(sandbox: Sandbox, sandbox_profiles: Path
                                         secrets_env: dict,
                                         dagster_instance: DagsterInstance) -> None:
     sandbox.faults.add(Fault("slow", endpoint="/v2/orders", delay_ms=SLOW, on_request=1))
-    defs = build_definitions(sandbox_profiles, env="dev", summaries=False, schedules=False,
-                             egress=ChartlyEgressResource(env="dev", max_timeout_ms=150))
+    defs = build_definitions(sandbox_profiles, schedules=False, resource=ChartlyResource(
+        env="dev", egress=EgressConfig(max_timeout_ms=150)))
     orders = [a for a in defs.assets or [] if ORDERS in a.keys]
     result = materialize(orders, instance=dagster_instance, partition_key="2026-01-05",
                          resources=defs.resources)
@@ -76,4 +80,4 @@ def test_resource_cap_reaches_the_asset(sandbox: Sandbox, sandbox_profiles: Path
     record = dagster_instance.fetch_materializations(
         AssetRecordsFilter(asset_key=ORDERS, asset_partitions=["2026-01-05"]), limit=1).records[0]
     assert record.asset_materialization is not None
-    assert md.raw_value(record.asset_materialization.metadata[md.RETRIES]) == 1
+    assert PartitionMetadata.extract(record.asset_materialization.metadata).retries == 1

@@ -25,15 +25,16 @@ from dagster import (
     execute_job,
     materialize,
 )
-from dagster._core.storage.tags import (
+
+from chartly_dagster.integration import PartitionMetadata, build_definitions
+from chartly_dagster.integration._compat import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
     PARTITION_NAME_TAG,
 )
-
-from chartly_dagster.integration import build_definitions
-from chartly_dagster.integration import metadata as md
+from chartly_dagster.integration.metadata import raw_value
 from chartly_dagster.sandbox import Fault, Sandbox
+from examples.summary import daily_summaries
 
 ORDERS = AssetKey(["tenant-demo", "proj-sales", "orders"])
 SALES_SUMMARY = AssetKey(["tenant-demo", "proj-sales", "daily_summary"])
@@ -41,7 +42,7 @@ SALES_JOB = "tenant_demo__proj_sales"
 
 
 def _defs(profiles: Path) -> Definitions:
-    return build_definitions(profiles, env="dev")
+    return build_definitions(profiles, env="dev", downstream=daily_summaries)
 
 
 def orders_job(profiles_dir: str) -> JobDefinition:
@@ -49,13 +50,17 @@ def orders_job(profiles_dir: str) -> JobDefinition:
     return _defs(Path(profiles_dir)).resolve_job_def("tenant_demo__proj_sales__orders_job")
 
 
-def _latest(instance: DagsterInstance, key: AssetKey, partition: str) -> dict[str, Any]:
+def _stored(instance: DagsterInstance, key: AssetKey, partition: str) -> dict[str, Any]:
     records = instance.fetch_materializations(
         AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1).records
     assert records, f"{key.to_user_string()} {partition} was not materialized"
     mat = records[0].asset_materialization
     assert mat is not None
-    return {k: md.raw_value(v) for k, v in mat.metadata.items()}
+    return dict(mat.metadata)
+
+
+def _latest(instance: DagsterInstance, key: AssetKey, partition: str) -> PartitionMetadata:
+    return PartitionMetadata.extract(_stored(instance, key, partition))
 
 
 def _materialize(defs: Definitions, instance: DagsterInstance, selection: Any,
@@ -89,19 +94,23 @@ def test_single_partition_metadata_and_checkpoint(sandbox: Sandbox, sandbox_prof
     assert result.success
     meta = _latest(dagster_instance, ORDERS, "2026-01-05")
     truth = sandbox.ground_truth("/v2/orders", "2026-01-05T00:00:00Z", "2026-01-06T00:00:00Z")
-    assert meta[md.RECORDS] == meta[md.ROW_COUNT] == len(truth)
-    assert meta[md.PROFILE_REF] == "tenant-demo/proj-sales::connector/orders@2.1.0#dev"
-    assert meta[md.RESOLVED_HASH].startswith("sha256:")
-    assert meta[md.PLAN_HASH].startswith("sha256:")
-    assert meta[md.WINDOW_START] == "2026-01-05T00:00:00Z"
-    assert meta[md.PAGES] == 2 and meta[md.RETRIES] == 0
-    checkpoint = meta[md.CHECKPOINT]
+    stored = _stored(dagster_instance, ORDERS, "2026-01-05")
+    assert meta.records == raw_value(stored[PartitionMetadata.ROW_COUNT_KEY]) == len(truth)
+    assert meta.uri == raw_value(stored[PartitionMetadata.URI_KEY])
+    assert meta.profile_ref == "tenant-demo/proj-sales::connector/orders@2.1.0#dev"
+    assert meta.resolved_hash and meta.resolved_hash.startswith("sha256:")
+    assert meta.plan_hash and meta.plan_hash.startswith("sha256:")
+    assert meta.window_start == "2026-01-05T00:00:00Z"
+    assert meta.pages == 2 and meta.retries == 0
+    checkpoint = meta.checkpoint
+    assert checkpoint is not None
     assert checkpoint["scope"] == {"tenant": "tenant-demo", "project": "proj-sales",
                                    "connector": "orders", "partition": "2026-01-05"}
     assert {"checkpoint_type", "payload", "updated_at"} <= set(checkpoint)
-    schema = meta[md.COLUMN_SCHEMA]
+    schema = meta.column_schema
+    assert schema is not None
     assert [c.name for c in schema.columns][:2] == ["envelope_version", "event_id"]
-    assert len(set(_event_ids(meta[md.URI]))) == len(truth)
+    assert meta.uri and len(set(_event_ids(meta.uri))) == len(truth)
     evaluations = [e for e in result.all_events
                    if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION]
     assert {e.event_specific_data.check_name: e.event_specific_data.passed
@@ -116,7 +125,7 @@ def test_same_partition_twice_same_content_hash(sandbox: Sandbox, sandbox_profil
     for _ in range(2):
         assert _materialize(defs, dagster_instance, AssetSelection.assets(ORDERS),
                             "2026-01-07").success
-        hashes.append(_latest(dagster_instance, ORDERS, "2026-01-07")[md.CONTENT_HASH])
+        hashes.append(_latest(dagster_instance, ORDERS, "2026-01-07").content_hash)
     assert hashes[0] == hashes[1]
 
 
@@ -133,17 +142,17 @@ def test_partition_range_in_one_run_with_per_partition_metadata(
     assert len(runs) == 1
     metas = {pk: _latest(dagster_instance, ORDERS, pk)
              for pk in ("2026-01-01", "2026-01-02", "2026-01-03")}
-    assert len({m[md.CONTENT_HASH] for m in metas.values()}) == 3
-    assert len({m[md.PLAN_HASH] for m in metas.values()}) == 3
+    assert len({m.content_hash for m in metas.values()}) == 3
+    assert len({m.plan_hash for m in metas.values()}) == 3
     for pk, meta in metas.items():
-        assert meta[md.CHECKPOINT]["scope"]["partition"] == pk
-        assert meta[md.URI].endswith(f"/orders/{pk}.parquet")
+        assert meta.checkpoint is not None and meta.checkpoint["scope"]["partition"] == pk
+        assert meta.uri and meta.uri.endswith(f"/orders/{pk}.parquet")
     # The second window continues from the first one's watermark, read within the run.
-    assert metas["2026-01-02"][md.PREVIOUS_WATERMARK] == metas["2026-01-01"][md.WATERMARK]
-    summary = _latest(dagster_instance, SALES_SUMMARY, "2026-01-02")
-    assert summary["records"] == sum(
+    assert metas["2026-01-02"].previous_watermark == metas["2026-01-01"].watermark
+    summary = _stored(dagster_instance, SALES_SUMMARY, "2026-01-02")
+    assert raw_value(summary["records"]) == sum(
         _latest(dagster_instance, AssetKey(["tenant-demo", "proj-sales", name]),
-                "2026-01-02")[md.RECORDS]
+                "2026-01-02").records
         for name in ("orders", "invoices", "sales-events", "sales-feed"))
 
 
@@ -167,14 +176,15 @@ def test_failed_window_resumes_after_last_page_on_reexecution(
             ReexecutionOptions.from_failure(first_id, dagster_instance))) as second:
         assert second.success
     meta = _latest(dagster_instance, ORDERS, "2026-01-10")
-    assert meta[md.RESUMED_FROM_PAGE] == 1
+    assert meta.resumed_from_page == 1
     offsets = [query.get("offset") for _, path, query in sandbox.request_log
                if path == "/v2/orders"]
     # offset 0 once (never refetched), the failed page twice (401, then the resume).
     assert offsets == ["0", "1000", "1000"], offsets
     truth = sandbox.ground_truth("/v2/orders", "2026-01-10T00:00:00Z", "2026-01-11T00:00:00Z")
-    written = _event_ids(meta[md.URI])
-    assert len(written) == len(set(written)) == len(truth) == meta[md.RECORDS]
+    assert meta.uri is not None
+    written = _event_ids(meta.uri)
+    assert len(written) == len(set(written)) == len(truth) == meta.records
 
 
 def test_corrupted_record_fails_envelope_check_and_skips_summary(
@@ -184,7 +194,8 @@ def test_corrupted_record_fails_envelope_check_and_skips_summary(
     job = defs.resolve_job_def(SALES_JOB)
     assert job.execute_in_process(instance=dagster_instance,
                                   partition_key="2026-01-04").success
-    uri = _latest(dagster_instance, ORDERS, "2026-01-04")[md.URI]
+    uri = _latest(dagster_instance, ORDERS, "2026-01-04").uri
+    assert uri is not None
     path = uri.removeprefix("file://")
     table = pq.read_table(path)
     raw = table.column("raw").to_pylist()
@@ -199,7 +210,7 @@ def test_corrupted_record_fails_envelope_check_and_skips_summary(
                       if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION
                       and e.event_specific_data.check_name == "envelope_valid")
     assert not evaluation.passed
-    meta = {k: md.raw_value(v) for k, v in evaluation.metadata.items()}
+    meta = {k: raw_value(v) for k, v in evaluation.metadata.items()}
     assert meta["failing_partitions"] == ["2026-01-04"]
     finding = meta["verdicts"]["2026-01-04"]["findings"][0]
     assert finding["code"] == "raw_sha256_mismatch" and finding["rows"] == [3]
@@ -226,7 +237,7 @@ def test_changed_profile_fails_determinism(sandbox: Sandbox, sandbox_profiles: P
                       if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION
                       and e.event_specific_data.check_name == "deterministic")
     assert not evaluation.passed
-    verdict = md.raw_value(evaluation.metadata["verdicts"])["2026-01-06"]
+    verdict = raw_value(evaluation.metadata["verdicts"])["2026-01-06"]
     assert {f["code"] for f in verdict["findings"]} == {"profile_drift", "plan_hash_mismatch"}
 
 
@@ -241,4 +252,4 @@ def test_checks_alone_read_partition_from_run_tags(sandbox: Sandbox,
     evaluations = [e.event_specific_data for e in result.all_events
                    if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION]
     assert all(e.passed for e in evaluations) and len(evaluations) == 2
-    assert all(md.raw_value(e.metadata["partitions_checked"]) == 1 for e in evaluations)
+    assert all(raw_value(e.metadata["partitions_checked"]) == 1 for e in evaluations)

@@ -22,11 +22,11 @@ from dagster import (
     Definitions,
     materialize,
 )
-from dagster._core.storage.tags import PARTITION_NAME_TAG
 
-from chartly_dagster.integration import build_definitions
-from chartly_dagster.integration import metadata as md
-from chartly_dagster.integration.resources import ChartlyStorageResource
+from chartly_dagster.integration import PartitionMetadata, build_definitions
+from chartly_dagster.integration._compat import PARTITION_NAME_TAG
+from chartly_dagster.integration.metadata import raw_value
+from chartly_dagster.integration.resources import ChartlyResource, StorageConfig
 from chartly_dagster.sandbox import Sandbox
 
 ORDERS = AssetKey(["tenant-demo", "proj-sales", "orders"])
@@ -49,11 +49,11 @@ def _run(defs: Definitions, instance: DagsterInstance, *, checks_only: bool = Fa
                        resources=defs.resources, raise_on_error=False)
 
 
-def _metadata(instance: DagsterInstance) -> dict[str, Any]:
+def _metadata(instance: DagsterInstance) -> PartitionMetadata:
     record = instance.fetch_materializations(
         AssetRecordsFilter(asset_key=ORDERS, asset_partitions=[PARTITION]), limit=1).records[0]
     assert record.asset_materialization is not None
-    return {k: md.raw_value(v) for k, v in record.asset_materialization.metadata.items()}
+    return PartitionMetadata.extract(record.asset_materialization.metadata)
 
 
 def _determinism(result: Any) -> tuple[bool, dict[str, Any]]:
@@ -61,7 +61,7 @@ def _determinism(result: Any) -> tuple[bool, dict[str, Any]]:
         e.event_specific_data for e in result.all_events
         if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION
         and e.event_specific_data.check_name == "deterministic")
-    return evaluation.passed, md.raw_value(evaluation.metadata["verdicts"])[PARTITION]
+    return evaluation.passed, raw_value(evaluation.metadata["verdicts"])[PARTITION]
 
 
 def test_dev_partition_is_recorded_and_re_derived(sandbox: Sandbox, sandbox_profiles: Path,
@@ -71,17 +71,18 @@ def test_dev_partition_is_recorded_and_re_derived(sandbox: Sandbox, sandbox_prof
     result = _run(defs, dagster_instance)
     assert result.success
     meta = _metadata(dagster_instance)
-    recording = Path(meta[md.RECORDING_URI].removeprefix("file://"))
-    assert recording.parent == Path(meta[md.URI].removeprefix("file://")).parent
+    assert meta.recording_uri and meta.uri and meta.response_hash and meta.checkpoint
+    recording = Path(meta.recording_uri.removeprefix("file://"))
+    assert recording.parent == Path(meta.uri.removeprefix("file://")).parent
     assert recording.name == f"_{PARTITION}.recording" and (recording / "recording.json").is_file()
     # The recording stays out of the way of reading the connector's folder as a dataset.
-    assert pq.read_table(recording.parent).num_rows == meta[md.RECORDS]
-    assert meta[md.RECORDING_BYTES] > 0 and meta[md.RECORDED_RESPONSES] == meta[md.REQUESTS]
-    assert meta[md.RESPONSE_HASH].startswith("sha256:")
-    assert meta[md.CHECKPOINT]["payload"]["response_hash"] == meta[md.RESPONSE_HASH]
+    assert pq.read_table(recording.parent).num_rows == meta.records
+    assert meta.recording_bytes > 0 and meta.recorded_responses == meta.requests
+    assert meta.response_hash.startswith("sha256:")
+    assert meta.checkpoint["payload"]["response_hash"] == meta.response_hash
     passed, verdict = _determinism(result)
     assert passed and verdict["derivation"] == "re-derived"
-    assert verdict["rederived_content_hash"] == meta[md.CONTENT_HASH]
+    assert verdict["rederived_content_hash"] == meta.content_hash
 
     # One byte changed in a recorded body: the re-derivation fails, naming window and page.
     lines = (recording / "responses.jsonl").read_text().splitlines()
@@ -103,12 +104,12 @@ def test_dev_partition_is_recorded_and_re_derived(sandbox: Sandbox, sandbox_prof
 def test_unrecorded_partition_is_integrity_only(sandbox: Sandbox, sandbox_profiles: Path,
                                                 secrets_env: dict,
                                                 dagster_instance: DagsterInstance) -> None:
-    defs = build_definitions(sandbox_profiles, env="dev",
-                             storage=ChartlyStorageResource(record_responses=False))
+    defs = build_definitions(sandbox_profiles, resource=ChartlyResource(
+        env="dev", storage=StorageConfig(record_responses=False)))
     result = _run(defs, dagster_instance)
     assert result.success
     meta = _metadata(dagster_instance)
-    assert md.RESPONSE_HASH not in meta and md.RECORDING_URI not in meta
-    assert "response_hash" not in meta[md.CHECKPOINT]["payload"]
+    assert meta.response_hash is None and meta.recording_uri is None and meta.checkpoint
+    assert "response_hash" not in meta.checkpoint["payload"]
     passed, verdict = _determinism(result)
     assert passed and verdict["derivation"] == "integrity only"

@@ -17,8 +17,7 @@ from dagster import (
     execute_job,
 )
 
-from chartly_dagster.integration import build_definitions
-from chartly_dagster.integration import metadata as md
+from chartly_dagster.integration import PartitionMetadata, build_definitions
 from chartly_dagster.sandbox import Fault, Sandbox
 
 ORDERS = AssetKey(["tenant-demo", "proj-sales", "orders"])
@@ -64,9 +63,9 @@ def test_reexecution_without_staged_pages_says_staging_lost_and_resumes_nothing(
     record = dagster_instance.fetch_materializations(
         AssetRecordsFilter(asset_key=ORDERS, asset_partitions=[PARTITION]), limit=1).records[0]
     assert record.asset_materialization is not None
-    meta = {k: md.raw_value(v) for k, v in record.asset_materialization.metadata.items()}
-    assert meta[md.RESUMED_FROM_PAGE] == 0
+    meta = PartitionMetadata.extract(record.asset_materialization.metadata)
+    assert meta.resumed_from_page == 0
     offsets = [query.get("offset") for _, path, query in sandbox.request_log
                if path == "/v2/orders"]
     assert offsets[0] == "0"  # page 1 fetched again, as the log says
-    assert meta[md.PAGES] == len(offsets)
+    assert meta.pages == len(offsets)

@@ -36,8 +36,7 @@ RANGES = ("2026-01-01...2026-01-03", "2026-01-11...2026-01-13")
 DEFS = """\
 from chartly_dagster.integration import build_definitions
 
-defs = build_definitions({profiles!r}, env="dev", max_partitions_per_run=None,
-                         summaries=False, schedules=False)
+defs = build_definitions({profiles!r}, env="dev", schedules=False)
 """
 
 

@@ -30,10 +30,6 @@ from dagster import (
     EventLogEntry,
 )
 from dagster._core.instance.config import dagster_instance_config
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-)
 from dagster._serdes import deserialize_value
 from dagster_postgres import (
     PostgresEventLogStorage,
@@ -41,8 +37,12 @@ from dagster_postgres import (
     PostgresScheduleStorage,
 )
 
-from chartly_dagster.integration import build_definitions
-from chartly_dagster.integration import metadata as md
+from chartly_dagster.integration import PartitionMetadata, build_definitions
+from chartly_dagster.integration._compat import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
+from chartly_dagster.integration.metadata import raw_value
 from chartly_dagster.sandbox import Sandbox
 from tests.fixtures_dagster import *  # noqa: F403 - sandbox_profiles, secrets_env
 from tests.pg_support import *  # noqa: F403 - postgres_server, pg_env
@@ -109,16 +109,16 @@ def test_range_run_on_postgres_checkpoints_and_checks_read_back(
             records = reader.fetch_materializations(
                 AssetRecordsFilter(asset_key=ORDERS, asset_partitions=[pk]), limit=1).records
             assert records, f"no materialization of {pk} in Postgres"
-            meta = {k: md.raw_value(v)
-                    for k, v in records[0].asset_materialization.metadata.items()}
-            checkpoint = meta[md.CHECKPOINT]
+            meta = PartitionMetadata.extract(records[0].asset_materialization.metadata)
+            checkpoint = meta.checkpoint
+            assert checkpoint is not None
             assert checkpoint["scope"] == {"tenant": "tenant-demo", "project": "proj-sales",
                                            "connector": "orders", "partition": pk}
             assert checkpoint["checkpoint_type"] and "payload" in checkpoint
             truth = sandbox.ground_truth("/v2/orders", f"{pk}T00:00:00Z",
                                          _next_day(pk) + "T00:00:00Z")
-            assert meta[md.RECORDS] == len(truth) > 0
-            watermarks[pk] = meta[md.WATERMARK]
+            assert meta.records == len(truth) > 0
+            watermarks[pk] = meta.watermark
         assert len(set(watermarks.values())) == len(PARTITIONS)
         for check in ("envelope_valid", "deterministic"):
             # One evaluation per run covering every partition it materialized (Dagster
@@ -129,7 +129,7 @@ def test_range_run_on_postgres_checkpoints_and_checks_read_back(
             assert [(h.run_id, h.partition) for h in done] == [(result.run_id, None)], check
             evaluation = done[0].event.dagster_event.event_specific_data
             assert evaluation.passed, check
-            verdicts = md.raw_value(evaluation.metadata["verdicts"])
+            verdicts = raw_value(evaluation.metadata["verdicts"])
             assert sorted(verdicts) == PARTITIONS
             assert all(v["ok"] for v in verdicts.values()), verdicts
 
@@ -151,7 +151,8 @@ def test_range_run_on_postgres_checkpoints_and_checks_read_back(
     for partition, event in rows:  # each stored event carries its partition's checkpoint
         mat = deserialize_value(event, EventLogEntry).asset_materialization
         assert mat is not None and mat.partition == partition
-        assert md.raw_value(mat.metadata[md.CHECKPOINT])["scope"]["partition"] == partition
+        checkpoint = PartitionMetadata.extract(mat.metadata).checkpoint
+        assert checkpoint is not None and checkpoint["scope"]["partition"] == partition
     assert checks == [("deterministic", "SUCCEEDED"), ("envelope_valid", "SUCCEEDED")]
 
 
@@ -183,12 +184,12 @@ def test_distributed_definitions_load_with_an_object_storage_root(
     Definitions.validate_loadable(defs)
     pools = {key.to_user_string(): op.pool for asset in defs.assets or []
              for key in asset.keys for op in asset.node_def.iterate_op_defs()}
-    connectors = {k: v for k, v in pools.items() if not k.endswith("/daily_summary")}
-    assert len(connectors) == 6 and all(k == v for k, v in connectors.items()), pools
-    storage = defs.resources["chartly_storage"]
-    assert isinstance(storage.root, EnvVar)  # the UI shows the variable, not the bucket
+    assert len(pools) == 6 and all(k == v for k, v in pools.items()), pools
+    chartly = defs.resources["chartly"]
+    assert chartly.env == "prod"
+    assert isinstance(chartly.storage.root, EnvVar)  # the UI shows the variable, not the bucket
     with DagsterInstance.ephemeral() as instance:
-        live = storage.process_config_and_initialize()
-        assert live.destination(instance) == root
-        assert fsspec.core.split_protocol(live.destination(instance))[0] == "s3"
-        assert live.staging_dir(instance) == str(tmp_path / "staging")
+        live = chartly.process_config_and_initialize()
+        assert live.storage.destination(instance) == root
+        assert fsspec.core.split_protocol(live.storage.destination(instance))[0] == "s3"
+        assert live.storage.staging_dir(instance) == str(tmp_path / "staging")

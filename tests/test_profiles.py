@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from chartly_dagster.core.catalog import LoadIssue, ProfileCatalog, read_yaml
 from chartly_dagster.core.profile import ConnectorProfile, profile_json_schema
 from chartly_dagster.core.refs import parse_ref
-from tests.offline_helpers import PROFILES, REF, base_doc, write_profile
+from tests.offline_helpers import PROFILES, REF, base_doc, plan_args, run_cli, write_profile
 
 Mutation = Callable[[dict[str, Any]], Any]
 
@@ -45,8 +45,23 @@ BROKEN: list[tuple[str, Mutation, str]] = [
     ("cursor without response field", _drop("pagination", "responseField"), "spec.pagination"),
     ("offset without offsetParam",
      _spec(pagination={"mode": "offset", "pageSize": 10, "limitParam": "limit"}),
+     "spec.pagination.offsetParam"),
+    ("param for another mode", _in("pagination", pageParam="page"), "spec.pagination.pageParam"),
+    ("missing pagination mode", _drop("pagination", "mode"), "spec.pagination.mode"),
+    ("page size true", _in("pagination", pageSize=True), "spec.pagination.pageSize"),
+    ("page size as text", _in("pagination", pageSize="500"), "spec.pagination.pageSize"),
+    ("max pages true", _spec(limits={"maxPages": True}), "spec.limits.maxPages"),
+    ("jitter as number", _spec(retry={"jitter": 1}), "spec.retry.jitter"),
+    ("allowed port true", _in("egressPolicy", allowedPorts=[True]),
+     "spec.egressPolicy.allowedPorts[0]"),
+    ("total field and header", _in("pagination", totalField="total", totalHeader="X-Total"),
      "spec.pagination"),
-    ("param for another mode", _in("pagination", pageParam="page"), "spec.pagination"),
+    ("total header not a header", _in("pagination", totalHeader="X Total"), "spec.pagination"),
+    ("total for time-window",
+     _spec(pagination={"mode": "time-window", "sliceSeconds": 60, "totalField": "n"}),
+     "spec.pagination.totalField"),
+    ("unknown auth mode", _in("auth", mode="oauth"), "spec.auth.mode"),
+    ("header name for bearer", _in("auth", headerName="X-Key"), "spec.auth.headerName"),
     ("ftp base url", _in("transport", baseUrl="ftp://api.widgets.example.invalid"),
      "spec.transport.baseUrl"),
     ("base url with query", _in("transport", baseUrl="https://api.widgets.example.invalid/?a=1"),
@@ -66,7 +81,7 @@ BROKEN: list[tuple[str, Mutation, str]] = [
      "spec"),
     ("cidr with host bits", _in("egressPolicy", allowedCidrs=["10.0.0.1/8"]),
      "spec.egressPolicy.allowedCidrs"),
-    ("bearer without secretRef", _drop("auth", "secretRef"), "spec.auth"),
+    ("bearer without secretRef", _drop("auth", "secretRef"), "spec.auth.secretRef"),
     ("secret name uppercase", lambda d: d["spec"]["auth"]["secretRef"].update(name="Sales_API"),
      "spec.auth.secretRef.name"),
     ("POST request", _in("request", method="POST"), "spec.request.method"),
@@ -377,3 +392,20 @@ def test_schema_rejects_a_bad_enum(validator: Any) -> None:
     doc["spec"]["pagination"]["mode"] = "bogus"
     assert list(validator.iter_errors(doc))
     assert not list(validator.iter_errors(base_doc()))
+
+
+@pytest.mark.parametrize(("section", "key", "value"), [
+    ("pagination", "pageSize", True), ("pagination", "pageSize", "500"),
+    ("transport", "timeoutMs", False)])
+def test_a_bool_or_text_is_not_an_int_through_the_cli(tmp_path: Path, capsys: Any,
+                                                      section: str, key: str,
+                                                      value: Any) -> None:
+    doc = base_doc()
+    doc["spec"][section][key] = value
+    write_profile(tmp_path, doc)
+    code, out, _ = run_cli(capsys, *plan_args(REF, tenant="tenant-test", project="proj-test",
+                                              profiles=tmp_path))
+    assert code == 4
+    error = json.loads(out)["error"]
+    assert error["errors"][0]["field"] == f"spec.{section}.{key}"
+    assert "valid integer" in error["errors"][0]["message"]

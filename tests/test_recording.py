@@ -405,8 +405,9 @@ def _token_pages(handler) -> None:
     token = dict(parse_qsl(handler.path.partition("?")[2])).get("token", "p1")
     number = int(token[1:])
     body = json.dumps([{"id": f"r{number}", "ts": f"2026-02-01T0{number}:00:00Z"}]).encode()
-    links = {"Link": f'</events?token=p{number + 1}>; rel="next"'} if number < 3 else {}
-    reply(handler, 200, body, links)
+    rel = f'</events?token=p{number + 1}>; rel="next"' if number < 3 else (
+        '</events?token=p1>; rel="first"')  # an explicit end, as GitHub sends
+    reply(handler, 200, body, {"Link": rel})
 
 
 def test_an_upstream_cursor_named_token_replays_page_by_page(tmp_path: Path,

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from chartly_dagster.core.errors import ExitCode, PaginationViolation
+from chartly_dagster.core.errors import ExitCode, PaginationViolation, PossiblyTruncated
 from chartly_dagster.core.plan import build_plan
+from chartly_dagster.core.windows import Window
 from chartly_dagster.runtime.paginate import PageInfo, PageRequest, Paginator
 from chartly_dagster.runtime.storage import read_window_file
 from chartly_dagster.sandbox import Fault
@@ -38,10 +39,17 @@ def assert_matches_truth(live: Live, name: str, result, window) -> list[str]:
     return ids
 
 
+#: how each shipped profile's day ends: every one of them explicitly
+ENDED_BY = {"sales-events": "empty_continuation", "sales-feed": "empty_continuation",
+            "orders": "short_page", "invoices": "short_page", "metrics": "last_slice",
+            "tickets": "no_next_link"}
+
+
 @pytest.mark.parametrize("name", ALL)
 def test_full_day_equals_ground_truth(live: Live, name: str) -> None:
     result = live.fetch(name, DAY)
     assert_matches_truth(live, name, result, DAY)
+    assert result.ended_by == ENDED_BY[name]
     assert len(written_ids(result)) == 1440  # 60 events/hour
     assert result.pages >= 2 and result.requests == result.pages
     assert result.dropped_out_of_window == 0
@@ -143,7 +151,9 @@ def test_duplicate_with_finding_policy_is_dropped_and_reported(live: Live, name:
     live.sandbox.faults.add(Fault("duplicate", endpoint=PROFILES[name][2], on_request=2))
     result = live.fetch(name, DAY, variant=variant)
     assert result.duplicates == 1
-    assert [f["code"] for f in result.findings] == ["duplicate_record_id"]
+    # orders declares a total: 1,441 records served for 1,440 declared is reported too
+    extra = ["incomplete_window"] if name == "orders" else []
+    assert [f["code"] for f in result.findings] == ["duplicate_record_id", *extra]
     assert written_ids(result) == live.truth_ids(name, DAY)  # exactly once each
 
 
@@ -193,4 +203,28 @@ def test_page_past_declared_total_is_a_violation(live: Live) -> None:
     request = PageRequest(plan.steps[0]["url"], {})
     body = {"results": [{"order_id": "ord_1", "created": 0}], "total": 1440}
     with pytest.raises(PaginationViolation, match="past the declared total"):
-        paginator.advance(PageInfo(request, body, None, request.url, 1))
+        paginator.advance(PageInfo(request, body, {}, request.url, body["results"]))
+
+
+def test_a_full_time_slice_is_possibly_truncated(live: Live) -> None:
+    """metrics caps a slice at `limit` records: a slice that fills it may have lost some."""
+    variant = live.add_variant("metrics", "devsmall", {"pagination": {"pageSize": 30}})
+    with pytest.raises(PossiblyTruncated) as info:
+        live.fetch("metrics", DAY, variant=variant)
+    assert info.value.code == "possibly_truncated" and info.value.exit_code == 4
+    assert "slice 0 returned a full page (30 records)" in info.value.message
+    assert "shorten sliceSeconds" in info.value.message
+
+
+def test_offset_end_exactly_at_the_declared_total_needs_no_empty_page(busy: Live,
+                                                                      tmp_path: Path) -> None:
+    """A window holding exactly pageSize records ends on `total_reached`, one request."""
+    busy.reset(tmp_path)
+    stream = busy.sandbox.config.stream("/v2/orders")
+    lo = stream.first_index_at_or_after(int(DAY.start.timestamp()))
+    end = datetime.fromtimestamp(stream.time_of(lo + 1000 - 1) + 1, UTC)
+    window = Window(DAY.start, end)
+    assert len(busy.truth("orders", window)) == 1000
+    result = busy.fetch("orders", window)
+    assert_matches_truth(busy, "orders", result, window)
+    assert result.ended_by == "total_reached" and result.requests == 1

@@ -26,8 +26,7 @@ from dagster import TimeWindowPartitionsDefinition
 from dagster_graphql import DagsterGraphQLClient
 from playwright.sync_api import Page, expect, sync_playwright
 
-from chartly_dagster.integration import build_definitions
-from chartly_dagster.integration import metadata as md
+from chartly_dagster.integration import PartitionMetadata, build_definitions
 from chartly_dagster.integration.checks import DETERMINISM_CHECK, ENVELOPE_CHECK
 from chartly_dagster.sandbox import run_sandbox
 from tests.fixtures_profiles import REPO, SECRETS, copy_profiles, sandbox_config
@@ -167,8 +166,6 @@ def _expected_partition_counts(profiles: Path) -> dict[str, int]:
     counts = {}
     for asset_def in defs.assets or []:
         spec = next(iter(asset_def.specs))
-        if md.TAG_CONNECTOR not in spec.tags:  # summaries are not connector assets
-            continue
         assert isinstance(spec.partitions_def, TimeWindowPartitionsDefinition)
         counts[spec.key.to_user_string()] = len(spec.partitions_def.get_partition_keys())
     return counts
@@ -229,16 +226,16 @@ def _wait_for_partition_page(page: Page, dev: DagsterDev,
 
 def _check_partition_metadata(page: Page, recorded: dict[str, Any]) -> None:
     meta = recorded["metadata"]
-    rows = meta[md.ROW_COUNT]
+    rows = meta[PartitionMetadata.ROW_COUNT_KEY]
     assert isinstance(rows, int) and rows > 0, meta
-    expect(_metadata_value(page, md.ROW_COUNT)).to_have_text(
+    expect(_metadata_value(page, PartitionMetadata.ROW_COUNT_KEY)).to_have_text(
         re.compile(rf"^\s*({rows}|{rows:,})\s*$"))
-    for label in (md.CONTENT_HASH, md.PLAN_HASH, md.RESOLVED_HASH):
+    for label in map(PartitionMetadata.key, ("content_hash", "plan_hash", "resolved_hash")):
         assert str(meta[label]).startswith("sha256:"), (label, meta[label])
         expect(_metadata_value(page, label)).to_have_text(str(meta[label]))
-    checkpoint = json.loads(meta[md.CHECKPOINT])
+    checkpoint = json.loads(meta[PartitionMetadata.key("checkpoint")])
     assert checkpoint["scope"]["partition"] == UI_PARTITION, checkpoint
-    checkpoint_row = _metadata_value(page, md.CHECKPOINT)
+    checkpoint_row = _metadata_value(page, PartitionMetadata.key("checkpoint"))
     expect(checkpoint_row).to_contain_text(f'"checkpoint_type": "{checkpoint["checkpoint_type"]}"')
     expect(checkpoint_row).to_contain_text(f'"watermark": "{checkpoint["payload"]["watermark"]}"')
     expect(page.get_by_text(recorded["run_id"][:8]).first).to_be_visible()
@@ -328,7 +325,7 @@ def test_operate_connector_assets_from_the_dagster_ui(tmp_path: Path) -> None:
             for partition in BACKFILL_RANGE:
                 landed = _materialization(client, INVOICES, partition)
                 assert landed["run_id"] == run["runId"], (partition, landed["run_id"])
-                assert landed["metadata"][md.ROW_COUNT] > 0, (partition, landed)
+                assert landed["metadata"][PartitionMetadata.ROW_COUNT_KEY] > 0, (partition, landed)
     timings["torn down"] = time.monotonic() - started
     print("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
 

@@ -269,4 +269,5 @@ def test_doctor_categories_come_from_the_error_classes() -> None:
     assert report.message == "timed out: UpstreamTimeout"
     dead = run_doctor(make_profile(f"http://{API_HOST}:9", cidrs=LOOPBACK, ports=[9]),
                       env="dev", secrets=None, resolver=FakeResolver({}))
-    assert (dead.category, dead.message) == ("network", "network error: ConnectFailed")
+    assert (dead.category, dead.message) == (
+        "network", f"cannot connect to {API_HOST}:9 (ConnectFailed)")

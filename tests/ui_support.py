@@ -32,21 +32,17 @@ T = TypeVar("T")
 
 CODE_LOCATION = '''\
 """Written by tests/test_ui_browser.py: the shipped profiles, re-pointed at its sandbox."""
-from dagster import EnvVar
-
 from chartly_dagster.integration import (
-    ChartlyEgressResource,
-    ChartlySecretsResource,
+    ChartlyResource,
     SecretProviderName,
+    SecretsConfig,
     build_definitions,
 )
 
 defs = build_definitions(
     {profiles!r},
-    env="dev",
-    secrets=ChartlySecretsResource(providers=[SecretProviderName.FILE],
-                                   secrets_dir=EnvVar("CHARTLY_SECRETS_DIR")),
-    egress=ChartlyEgressResource(env="dev"),
+    resource=ChartlyResource(env="dev", secrets=SecretsConfig(
+        providers=[SecretProviderName.FILE], secrets_dir_env_var="CHARTLY_SECRETS_DIR")),
 )
 '''
 

@@ -18,7 +18,7 @@ from ..core.errors import ChartlyError, ExitCode, PreconditionFailed
 from ..core.plan import Plan
 from ..core.report import Invocation, document, header
 from ..core.windows import Window
-from ..runtime.doctor import probe_window, run_doctor
+from ..runtime.doctor import run_doctor
 from ..runtime.executor import (
     NetworkOptions,
     PageProgress,
@@ -136,10 +136,10 @@ def execute_run(args: argparse.Namespace, out: Output, inv: Invocation,
 
 
 def execute_doctor(args: argparse.Namespace, out: Output, inv: Invocation,
-                   resolved: ResolvedProfile) -> int:
+                   resolved: ResolvedProfile, window: Window) -> int:
     secrets = _secrets(args, out)
-    report = run_doctor(resolved, env=inv.env, secrets=secrets)
-    doc = {"header": {**header(inv, resolved, probe_window(resolved)), "mode": "doctor"},
+    report = run_doctor(resolved, env=inv.env, secrets=secrets, window=window)
+    doc = {"header": {**header(inv, resolved, window), "mode": "doctor"},
            "doctor": report.to_dict()}
     text = (f"doctor {resolved.ref}: {report.category}"
             f"{f' ({report.latency_ms} ms)' if report.latency_ms is not None else ''}"

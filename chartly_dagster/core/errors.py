@@ -15,6 +15,9 @@ retried is a property of its class (`retryable`), never of its message. The whol
     ├── ValidationFailed                    validation_failed        4
     │   ├── ProfileInvalid                  profile_invalid          4
     │   ├── PaginationViolation             pagination_violation     4
+    │   │   ├── IncompleteWindow            incomplete_window        4          total not met
+    │   │   └── PossiblyTruncated           possibly_truncated       4          no explicit end
+    │   ├── ProfileMismatch                 profile_mismatch         4          profile vs upstream
     │   ├── EgressRefused (runtime)         egress_refused           4
     │   ├── RecordingCorrupt (runtime)      recording_corrupt        4
     │   ├── RecordingMismatch (runtime)     recording_mismatch       4
@@ -195,3 +198,22 @@ class PaginationViolation(ValidationFailed):
     """A pagination invariant broke: repeated cursor, page past the total, duplicate id."""
 
     code = "pagination_violation"
+
+
+class IncompleteWindow(PaginationViolation):
+    """The records fetched differ from the total the upstream declared for the window."""
+
+    code = "incomplete_window"
+
+
+class PossiblyTruncated(PaginationViolation):
+    """A window stopped on a full page without an explicit end: records may be missing."""
+
+    code = "possibly_truncated"
+
+
+class ProfileMismatch(ValidationFailed):
+    """The profile does not describe what the upstream returns (a continuation field it never
+    sends, records that are not objects): a profile fix, never retried, never a finding."""
+
+    code = "profile_mismatch"

@@ -12,11 +12,9 @@ from typing import Any
 from .canonical import hash_value
 from .catalog import ResolvedProfile
 from .errors import UsageError
-from .profile import Auth, ConnectorSpec, LimitsSpec
+from .profile import ConnectorSpec, LimitsSpec
 from .refs import format_ref
 from .windows import Window, count_slices, window_params
-
-AUTH_HEADER = {"bearer": "Authorization", "basic": "Authorization"}
 
 
 @dataclass(frozen=True)
@@ -64,24 +62,18 @@ class Plan:
         return self.body["limits"]
 
 
-def auth_header_names(auth: Auth) -> list[str]:
-    if auth.mode in AUTH_HEADER:
-        return [AUTH_HEADER[auth.mode]]
-    if auth.mode == "apiKeyHeader" and auth.header_name:
-        return [auth.header_name]
-    return []
-
-
 def header_names(spec: ConnectorSpec) -> list[str]:
     """Every header name a request carries (values are never part of a plan)."""
-    names = {"Accept", *spec.request.headers, *auth_header_names(spec.auth)}
+    credential = spec.auth.credential_header()
+    names = {"Accept", *spec.request.headers, *([credential] if credential else [])}
     return sorted(names, key=str.lower)
 
 
 def _static_params(spec: ConnectorSpec) -> dict[str, str]:
     params = {k: _param_text(v) for k, v in spec.request.params.items()}
-    if spec.auth.mode == "apiKeyQuery" and spec.auth.query_param and spec.auth.secret_ref:
-        params[spec.auth.query_param] = f"<{spec.auth.secret_ref}>"
+    credential = spec.auth.credential_param()
+    if credential:
+        params[credential] = f"<{spec.auth.secret_refs()[0]}>"
     return params
 
 
@@ -89,18 +81,6 @@ def _param_text(value: str | int | bool) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
-
-
-def _first_page_params(spec: ConnectorSpec) -> dict[str, str]:
-    pg = spec.pagination
-    params: dict[str, str] = {}
-    if pg.limit_param and pg.page_size:
-        params[pg.limit_param] = str(pg.page_size)
-    if pg.mode == "offset" and pg.offset_param:
-        params[pg.offset_param] = "0"
-    if pg.mode == "page" and pg.page_param:
-        params[pg.page_param] = str(pg.first_page)
-    return params
 
 
 def _step(index: int, spec: ConnectorSpec, url: str, params: dict[str, str],
@@ -111,25 +91,9 @@ def _step(index: int, spec: ConnectorSpec, url: str, params: dict[str, str],
 
 def _continuation(spec: ConnectorSpec) -> dict[str, Any]:
     pg = spec.pagination
-    rule: dict[str, Any] = {"source": pg.continuation_source, "on_violation": pg.on_violation}
-    if pg.mode == "cursor" and pg.response_field:
-        rule.update(request_param=pg.request_param, response_field=pg.response_field,
-                    stop="cursor field absent, null or empty")
-    elif pg.mode == "cursor":
-        rule.update(response_field=pg.next_url_field, stop="next URL field absent, null or empty")
-    elif pg.mode == "offset":
-        rule.update(offset_param=pg.offset_param, increment=pg.page_size,
-                    total_field=pg.total_field, stop="short or empty page, or offset >= total")
-    elif pg.mode == "page":
-        rule.update(page_param=pg.page_param, first_page=pg.first_page,
-                    total_field=pg.total_field, stop="short or empty page, or page > total")
-    elif pg.mode == "link":
-        rule.update(header="Link", rel="next", stop="no rel=next link")
-    elif pg.mode == "time-window":
-        rule.update(slice_seconds=pg.slice_seconds, stop="last slice fetched")
-    else:
-        rule.update(stop="single request")
-    return rule
+    return {"source": pg.continuation_source, "on_violation": pg.on_violation,
+            **({"error_field": pg.error_field} if pg.error_field else {}),
+            **pg.continuation_rule()}
 
 
 def build_plan(resolved: ResolvedProfile, window: Window, limits: Limits | None = None) -> Plan:
@@ -138,15 +102,16 @@ def build_plan(resolved: ResolvedProfile, window: Window, limits: Limits | None 
     limits = limits or Limits()
     applied = limits.applied(spec.limits)
     url = spec.transport.base_url + spec.request.path
-    base = {**_static_params(spec), **_first_page_params(spec)}
+    base = {**_static_params(spec), **spec.pagination.first_request_params()}
     findings: list[dict[str, str]] = []
-    if spec.pagination.mode == "time-window" and spec.pagination.slice_seconds:
-        total = count_slices(window, spec.pagination.slice_seconds)
+    slice_seconds = spec.pagination.slice_length()
+    if slice_seconds:
+        total = count_slices(window, slice_seconds)
         if total > applied["max_pages"]:
             findings.append({"code": "validation_failed", "path": "plan.steps",
                              "message": f"time-window needs {total} slices but max_pages is "
                                         f"{applied['max_pages']}"})
-        slices = window.slices(spec.pagination.slice_seconds)[: applied["max_pages"]]
+        slices = window.slices(slice_seconds)[: applied["max_pages"]]
         steps = [_step(i, spec, url, {**base, **window_params(s, spec.window)}, s)
                  for i, s in enumerate(slices)]
     else:

@@ -9,28 +9,33 @@ from __future__ import annotations
 import ipaddress
 import re
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializationInfo,
     SerializerFunctionWrapHandler,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
     field_validator,
     model_serializer,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
 from .hostnames import HostnameError, check_base_url_host, normalize_allowlist_pattern
 from .refs import SEGMENT, is_valid_name, is_valid_segment, is_valid_version
+from .schema import with_variant_schema
 
 API_VERSION = "chartly.io/v1alpha1"
 Env = Literal["dev", "staging", "prod"]
 TimeFormat = Literal["rfc3339", "epoch_s", "epoch_ms"]
 WindowFormat = Literal["rfc3339", "epoch_s", "epoch_ms", "date"]
-PaginationMode = Literal["cursor", "offset", "page", "time-window", "link", "none"]
 ViolationPolicy = Literal["error", "finding"]
 
 _PARAM_RE = re.compile(r"^[A-Za-z0-9_.\[\]-]{1,64}$")
@@ -48,12 +53,32 @@ FORBIDDEN_HEADERS = frozenset({
 
 
 class StrictModel(BaseModel):
-    """Base for every profile section: camelCase keys, unknown keys rejected, frozen."""
+    """Base for every profile section: camelCase keys, unknown keys rejected, frozen.
+
+    Strict types: YAML `true` is not the integer 1 and `"500"` is not 500, so a typo is an
+    error instead of a silently different profile.
+    """
 
     model_config = ConfigDict(
         extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=False,
-        str_strip_whitespace=False, validate_default=True,
+        str_strip_whitespace=False, validate_default=True, strict=True,
     )
+    #: Fields added after v1alpha1 profiles were first hashed: dumped only when set, so a
+    #: profile that does not use them keeps its resolved hash and its golden plans.
+    added_fields: ClassVar[frozenset[str]] = frozenset()
+    #: The v1alpha1 layout of a section that is now a union of modes: every key, with the
+    #: value a mode that does not take it used to dump. Same reason: stable hashes.
+    legacy_layout: ClassVar[dict[str, Any]] = {}
+
+    @model_serializer(mode="wrap")
+    def _stable_dump(self, handler: SerializerFunctionWrapHandler,
+                     info: SerializationInfo) -> dict[str, Any]:
+        data = handler(self)
+        key = to_camel if info.by_alias else str
+        for name in self.added_fields:
+            if data.get(key(name), 0) is None:
+                del data[key(name)]
+        return {**{key(k): v for k, v in self.legacy_layout.items()}, **data}
 
 
 def _param_name(value: str, what: str) -> str:
@@ -172,38 +197,141 @@ class EgressPolicy(StrictModel):
         return sorted(set(out))
 
 
-class Auth(StrictModel):
-    """How requests authenticate; the credential is always a `secretRef`."""
+def _mode_union(*modes: type[BaseModel], default_mode: str | None = None) -> WrapValidator:
+    """Errors of a union on `mode` as if it were one section.
 
-    mode: Literal["none", "bearer", "apiKeyHeader", "apiKeyQuery", "basic"] = "none"
-    secret_ref: SecretRef | None = Field(None, description="Token, API key or basic password.")
-    username_secret_ref: SecretRef | None = Field(None, description="Basic auth user name.")
-    header_name: str | None = Field(None, description="Header for apiKeyHeader, e.g. X-API-Key.")
-    query_param: str | None = Field(None, description="Query parameter for apiKeyQuery.")
+    Pydantic puts the chosen mode in each error's location (`pagination.cursor.pageSize`);
+    profile errors name the profile's own keys (`pagination.pageSize`), a bad or missing
+    mode is reported at `mode`, and a key of another mode says which mode refused it.
+    """
+    keys = {field.alias or name for mode in modes for name, field in mode.model_fields.items()}
+    tags = ", ".join(get_args(mode.model_fields["mode"].annotation)[0] for mode in modes)
 
-    @model_validator(mode="after")
-    def _by_mode(self) -> Auth:
-        needs_secret = self.mode != "none"
-        if needs_secret and self.secret_ref is None:
-            raise ValueError(f"auth.mode {self.mode!r} needs auth.secretRef")
-        if not needs_secret and (self.secret_ref or self.username_secret_ref):
-            raise ValueError("auth.mode 'none' must not carry a secretRef")
-        if (self.mode == "apiKeyHeader") != (self.header_name is not None):
-            raise ValueError("auth.headerName is required for, and only for, mode apiKeyHeader")
-        if (self.mode == "apiKeyQuery") != (self.query_param is not None):
-            raise ValueError("auth.queryParam is required for, and only for, mode apiKeyQuery")
-        if (self.mode == "basic") != (self.username_secret_ref is not None):
-            raise ValueError("auth.usernameSecretRef is required for, and only for, mode basic")
-        if self.header_name is not None and not _HEADER_RE.match(self.header_name):
-            raise ValueError(f"auth.headerName {self.header_name!r} is not a header name")
-        if self.header_name is not None and self.header_name.lower() in ("host", "cookie"):
-            raise ValueError(f"auth.headerName {self.header_name!r} is not allowed")
-        if self.query_param is not None:
-            _param_name(self.query_param, "auth.queryParam")
-        return self
+    def validate(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        if default_mode is not None and isinstance(value, dict) and "mode" not in value:
+            value = {**value, "mode": default_mode}
+        try:
+            return handler(value)
+        except ValidationError as exc:
+            mode = value.get("mode") if isinstance(value, dict) else None
+            errors: list[Any] = []
+            for err in exc.errors():
+                loc = tuple(err["loc"])
+                if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+                    errors.append({"type": PydanticCustomError(
+                        "invalid_mode", f"mode must be one of {tags}"),
+                        "loc": ("mode",), "input": mode})
+                    continue
+                loc = loc[1:]
+                if err["type"] == "extra_forbidden" and len(loc) == 1 and loc[0] in keys:
+                    errors.append({"type": PydanticCustomError(
+                        "not_for_mode", f"{loc[-1]} does not apply to mode {mode!r}"),
+                        "loc": loc, "input": err["input"]})
+                    continue
+                errors.append({"type": err["type"], "loc": loc, "input": err["input"],
+                               **({"ctx": err["ctx"]} if "ctx" in err else {})})
+            raise ValidationError.from_exception_data(exc.title, errors) from None
+
+    return WrapValidator(validate)
+
+
+class _AuthMode(StrictModel):
+    """What every auth mode answers, so callers ask the section instead of switching on mode."""
+
+    legacy_layout: ClassVar[dict[str, Any]] = dict.fromkeys(
+        ("secret_ref", "username_secret_ref", "header_name", "query_param"))
 
     def secret_refs(self) -> list[SecretRef]:
-        return [r for r in (self.secret_ref, self.username_secret_ref) if r is not None]
+        return []
+
+    def credential_header(self) -> str | None:
+        """The request header that carries the credential, if any."""
+        return None
+
+    def credential_param(self) -> str | None:
+        """The query parameter that carries the credential, if any."""
+        return None
+
+    def username_ref(self) -> SecretRef | None:
+        return None
+
+
+class NoAuth(_AuthMode):
+    """No credential."""
+
+    mode: Literal["none"] = "none"
+
+
+class _SecretAuth(_AuthMode):
+    secret_ref: SecretRef = Field(description="Token, API key or basic password.")
+
+    def secret_refs(self) -> list[SecretRef]:
+        return [self.secret_ref]
+
+
+class BearerAuth(_SecretAuth):
+    """`Authorization: Bearer <secret>`."""
+
+    mode: Literal["bearer"]
+
+    def credential_header(self) -> str:
+        return "Authorization"
+
+
+class ApiKeyHeaderAuth(_SecretAuth):
+    """The secret in a header of the profile's choosing."""
+
+    mode: Literal["apiKeyHeader"]
+    header_name: str = Field(description="Header for the key, e.g. X-API-Key.")
+
+    @field_validator("header_name")
+    @classmethod
+    def _header(cls, v: str) -> str:
+        if not _HEADER_RE.match(v):
+            raise ValueError(f"auth.headerName {v!r} is not a header name")
+        if v.lower() in ("host", "cookie"):
+            raise ValueError(f"auth.headerName {v!r} is not allowed")
+        return v
+
+    def credential_header(self) -> str:
+        return self.header_name
+
+
+class ApiKeyQueryAuth(_SecretAuth):
+    """The secret in a query parameter (redacted wherever a URL is printed)."""
+
+    mode: Literal["apiKeyQuery"]
+    query_param: str = Field(description="Query parameter for the key.")
+
+    @field_validator("query_param")
+    @classmethod
+    def _param(cls, v: str) -> str:
+        return _param_name(v, "auth.queryParam")
+
+    def credential_param(self) -> str:
+        return self.query_param
+
+
+class BasicAuth(_SecretAuth):
+    """HTTP basic auth: user name and password, both secrets."""
+
+    mode: Literal["basic"]
+    username_secret_ref: SecretRef = Field(description="Basic auth user name.")
+
+    def secret_refs(self) -> list[SecretRef]:
+        return [self.secret_ref, self.username_secret_ref]
+
+    def credential_header(self) -> str:
+        return "Authorization"
+
+    def username_ref(self) -> SecretRef:
+        return self.username_secret_ref
+
+
+#: How requests authenticate; the credential is always a `secretRef`. `mode` defaults to none.
+_AUTH_MODES = (NoAuth, BearerAuth, ApiKeyHeaderAuth, ApiKeyQueryAuth, BasicAuth)
+Auth = Annotated[NoAuth | BearerAuth | ApiKeyHeaderAuth | ApiKeyQueryAuth | BasicAuth,
+                 Field(discriminator="mode"), _mode_union(*_AUTH_MODES, default_mode="none")]
 
 
 class RequestSpec(StrictModel):
@@ -272,7 +400,9 @@ class WindowSpec(StrictModel):
     end_param: str | None = None
     format: WindowFormat = "rfc3339"
     end_inclusive: bool = Field(False, description=(
-        "The upstream treats the end bound as inclusive: send end minus one unit."))
+        "The upstream treats the end bound as inclusive. A date end is then the last day "
+        "of the window; an instant end is sent as is (end minus one unit would lose the "
+        "instants between) and records at the end are dropped."))
 
     @model_validator(mode="after")
     def _names(self) -> WindowSpec:
@@ -282,77 +412,253 @@ class WindowSpec(StrictModel):
         return self
 
 
-class PaginationSpec(StrictModel):
-    """Pagination mode, its parameters and what happens when an invariant breaks."""
+class _PaginationMode(StrictModel):
+    """What every pagination mode answers for the plan; the runtime walks it in `paginate.py`.
 
-    mode: PaginationMode
-    page_size: int | None = Field(None, ge=1, le=100_000)
-    limit_param: str | None = Field(None, description="Name of the page-size parameter.")
-    request_param: str | None = Field(None, description="cursor: parameter the cursor is sent in.")
-    response_field: str | None = Field(None, description="cursor: body field holding the cursor.")
-    next_url_field: str | None = Field(None, description="cursor: body field holding the next URL.")
-    offset_param: str | None = None
-    page_param: str | None = None
-    first_page: int = Field(1, ge=0, le=1)
-    total_field: str | None = Field(None, description="offset/page: body field holding the "
-                                                      "declared total (records or pages).")
-    slice_seconds: int | None = Field(None, ge=1, le=31 * 86400,
-                                      description="time-window: length of one request's slice.")
+    Each mode is one class holding only the keys it takes, so the JSON Schema tells an
+    editor exactly which keys a mode accepts; behaviour that differs by mode is a method
+    here (plan side) or in the mode's paginator (runtime side), never an `if mode` chain.
+    """
+
+    legacy_layout: ClassVar[dict[str, Any]] = {
+        **dict.fromkeys(("page_size", "limit_param", "request_param", "response_field",
+                         "next_url_field", "offset_param", "page_param", "total_field",
+                         "slice_seconds")), "first_page": 1}
+    added_fields: ClassVar[frozenset[str]] = frozenset({"total_header", "error_field"})
+    #: where the next request comes from (plan `continuation.source`)
+    continuation_source: ClassVar[str]
+
     on_violation: ViolationPolicy = Field("error", description=(
-        "What a broken invariant (repeated cursor, page past the total, duplicate id) does: "
-        "fail the window, or stop cleanly and report a finding."))
+        "What a broken invariant (repeated cursor, page past the total, duplicate id, a "
+        "window that did not end explicitly) does: fail the window, or stop cleanly and "
+        "report a finding."))
+    error_field: str | None = Field(None, description=(
+        "Body field that signals an error on HTTP 200 (e.g. 'error'): present and not "
+        "empty, the page fails with its message."))
+
+    @field_validator("error_field")
+    @classmethod
+    def _error_field(cls, v: str | None) -> str | None:
+        return None if v is None else _field_path(v)
 
     @model_validator(mode="after")
-    def _by_mode(self) -> PaginationSpec:
-        m = self.mode
-        for name in ("limit_param", "request_param", "offset_param", "page_param"):
-            value = getattr(self, name)
-            if value is not None:
-                _param_name(value, f"pagination.{to_camel(name)}")
-        for name in ("response_field", "next_url_field", "total_field"):
-            value = getattr(self, name)
+    def _names(self) -> _PaginationMode:
+        for name in self.param_names():
+            _param_name(name, "pagination parameter")
+        return self
+
+    def param_names(self) -> list[str]:
+        """Query parameters this mode sets (checked against the request's other params)."""
+        return []
+
+    def first_request_params(self) -> dict[str, str]:
+        """Parameters of the first request of a window (or of each time slice)."""
+        return {}
+
+    def continuation_rule(self) -> dict[str, Any]:
+        """The mode's part of the plan's `continuation`: its parameters and how it stops."""
+        return {}
+
+    def slice_length(self) -> int | None:
+        """Seconds per request when a window is fetched in slices; None: one walk per window."""
+        return None
+
+    def check_window(self, start_param: str | None, end_param: str | None) -> None:
+        """Raise ValueError when the mode needs window parameters the profile lacks."""
+
+
+class _PagedMode(_PaginationMode):
+    """Modes whose page size the request may set (`limitParam=pageSize`)."""
+
+    size_pair_required: ClassVar[bool] = True
+    page_size: int | None = Field(None, ge=1, le=100_000)
+    limit_param: str | None = Field(None, description="Name of the page-size parameter.")
+
+    @model_validator(mode="after")
+    def _size_pair(self) -> _PagedMode:
+        if self.size_pair_required and (self.page_size is None) != (self.limit_param is None):
+            raise ValueError("pagination.pageSize and pagination.limitParam go together")
+        return self
+
+    def param_names(self) -> list[str]:
+        return [self.limit_param] if self.limit_param else []
+
+    def first_request_params(self) -> dict[str, str]:
+        if self.limit_param and self.page_size:
+            return {self.limit_param: str(self.page_size)}
+        return {}
+
+
+class _TotalsMode(_PagedMode):
+    """Modes that may check a declared total: the records fetched must equal it."""
+
+    total_field: str | None = Field(None, description=(
+        "Body field holding the declared number of records in the window."))
+    total_header: str | None = Field(None, description=(
+        "Response header holding the declared number of records (e.g. X-Total-Count)."))
+
+    @model_validator(mode="after")
+    def _totals(self) -> _TotalsMode:
+        if self.total_field is not None:
+            _field_path(self.total_field)
+        if self.total_header is not None and not _HEADER_RE.match(self.total_header):
+            raise ValueError(f"pagination.totalHeader {self.total_header!r} is not a header "
+                             "name")
+        if self.total_field is not None and self.total_header is not None:
+            raise ValueError("pagination.totalField and pagination.totalHeader: name one")
+        return self
+
+    def _total_rule(self) -> dict[str, Any]:
+        return {"total_header": self.total_header} if self.total_header else {}
+
+
+class CursorPagination(_TotalsMode):
+    """The body names the next page: a cursor sent back in a parameter, or a next URL."""
+
+    mode: Literal["cursor"]
+    request_param: str | None = Field(None, description="Parameter the cursor is sent in.")
+    response_field: str | None = Field(None, description="Body field holding the cursor.")
+    next_url_field: str | None = Field(None, description="Body field holding the next URL.")
+
+    @model_validator(mode="after")
+    def _style(self) -> CursorPagination:
+        for value in (self.response_field, self.next_url_field):
             if value is not None:
                 _field_path(value)
-        allowed = {
-            "cursor": {"page_size", "limit_param", "request_param", "response_field",
-                       "next_url_field"},
-            "offset": {"page_size", "limit_param", "offset_param", "total_field"},
-            "page": {"page_size", "limit_param", "page_param", "first_page", "total_field"},
-            "time-window": {"slice_seconds", "page_size", "limit_param"},
-            "link": {"page_size", "limit_param"},
-            "none": set(),
-        }[m]
-        optional = {"mode", "on_violation", "first_page"}
-        for name in type(self).model_fields:
-            if name in optional or name in allowed:
-                continue
-            if getattr(self, name) is not None:
-                raise ValueError(f"pagination.{to_camel(name)} does not apply to mode {m!r}")
-        if (self.page_size is None) != (self.limit_param is None) and m != "page":
-            raise ValueError("pagination.pageSize and pagination.limitParam go together")
-        if m == "cursor":
-            body_cursor = self.request_param is not None and self.response_field is not None
-            if body_cursor == (self.next_url_field is not None) or (
-                    (self.request_param is None) != (self.response_field is None)):
-                raise ValueError("cursor pagination needs either requestParam + responseField "
-                                 "(a cursor in the body) or nextUrlField (a next URL in the body)")
-        elif m == "offset":
-            if not (self.offset_param and self.page_size):
-                raise ValueError("offset pagination needs offsetParam, limitParam and pageSize")
-        elif m == "page":
-            if not (self.page_param and self.page_size):
-                raise ValueError("page pagination needs pageParam and pageSize")
-        elif m == "time-window" and self.slice_seconds is None:
-            raise ValueError("time-window pagination needs sliceSeconds")
+        body_cursor = self.request_param is not None and self.response_field is not None
+        if body_cursor == (self.next_url_field is not None) or (
+                (self.request_param is None) != (self.response_field is None)):
+            raise ValueError("cursor pagination needs either requestParam + responseField "
+                             "(a cursor in the body) or nextUrlField (a next URL in the body)")
         return self
 
     @property
-    def continuation_source(self) -> str:
-        """Where the next request comes from: body cursor, body next URL, Link header, ..."""
-        if self.mode == "cursor":
-            return "body_cursor" if self.response_field else "body_next_url"
-        return {"offset": "offset_arithmetic", "page": "page_arithmetic",
-                "time-window": "window_slices", "link": "link_header", "none": "none"}[self.mode]
+    def continuation_field(self) -> tuple[str, str]:
+        """(profile key, body field) the continuation is read from."""
+        if self.response_field:
+            return "responseField", self.response_field
+        return "nextUrlField", str(self.next_url_field)
+
+    @property  # type: ignore[misc]
+    def continuation_source(self) -> str:  # one mode, two styles
+        return "body_cursor" if self.response_field else "body_next_url"
+
+    def param_names(self) -> list[str]:
+        return super().param_names() + ([self.request_param] if self.request_param else [])
+
+    def continuation_rule(self) -> dict[str, Any]:
+        if self.response_field:
+            rule = {"request_param": self.request_param, "response_field": self.response_field,
+                    "stop": "cursor field null or empty (absent: profile error)"}
+        else:
+            rule = {"response_field": self.next_url_field,
+                    "stop": "next URL field null or empty (absent: profile error)"}
+        return {**rule, **({"total_field": self.total_field} if self.total_field else {}),
+                **self._total_rule()}
+
+
+class OffsetPagination(_TotalsMode):
+    """The client counts: `offsetParam` advances by `pageSize` until a short page."""
+
+    continuation_source: ClassVar[str] = "offset_arithmetic"
+    mode: Literal["offset"]
+    offset_param: str
+
+    @model_validator(mode="after")
+    def _needs(self) -> OffsetPagination:
+        if not self.page_size:
+            raise ValueError("offset pagination needs offsetParam, limitParam and pageSize")
+        return self
+
+    def param_names(self) -> list[str]:
+        return [*super().param_names(), self.offset_param]
+
+    def first_request_params(self) -> dict[str, str]:
+        return {**super().first_request_params(), self.offset_param: "0"}
+
+    def continuation_rule(self) -> dict[str, Any]:
+        return {"offset_param": self.offset_param, "increment": self.page_size,
+                "total_field": self.total_field,
+                "stop": "short or empty page, or offset >= total", **self._total_rule()}
+
+
+class PagePagination(_TotalsMode):
+    """The client counts pages: `pageParam` from `firstPage` up until a short page."""
+
+    continuation_source: ClassVar[str] = "page_arithmetic"
+    #: the API may imply the page size: limitParam is optional here
+    size_pair_required: ClassVar[bool] = False
+    mode: Literal["page"]
+    page_param: str
+    first_page: int = Field(1, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _needs(self) -> PagePagination:
+        if not self.page_size:
+            raise ValueError("page pagination needs pageParam and pageSize")
+        return self
+
+    def param_names(self) -> list[str]:
+        return [*super().param_names(), self.page_param]
+
+    def first_request_params(self) -> dict[str, str]:
+        return {**super().first_request_params(), self.page_param: str(self.first_page)}
+
+    def continuation_rule(self) -> dict[str, Any]:
+        return {"page_param": self.page_param, "first_page": self.first_page,
+                "total_field": self.total_field,
+                "stop": "short or empty page, or records >= total", **self._total_rule()}
+
+
+class TimeWindowPagination(_PagedMode):
+    """One request per `sliceSeconds` slice of the window; a full slice may be truncated."""
+
+    continuation_source: ClassVar[str] = "window_slices"
+    mode: Literal["time-window"]
+    slice_seconds: int = Field(ge=1, le=31 * 86400,
+                               description="Length of one request's slice.")
+
+    def continuation_rule(self) -> dict[str, Any]:
+        return {"slice_seconds": self.slice_seconds, "stop": "last slice fetched"}
+
+    def slice_length(self) -> int:
+        return self.slice_seconds
+
+    def check_window(self, start_param: str | None, end_param: str | None) -> None:
+        if not (start_param and end_param):
+            raise ValueError("time-window pagination needs window.startParam and "
+                             "window.endParam")
+
+
+class LinkPagination(_TotalsMode):
+    """The next page is the `rel="next"` target of an RFC 8288 `Link` header."""
+
+    continuation_source: ClassVar[str] = "link_header"
+    mode: Literal["link"]
+
+    def continuation_rule(self) -> dict[str, Any]:
+        return {"header": "Link", "rel": "next", "stop": "no rel=next link",
+                **({"total_field": self.total_field} if self.total_field else {}),
+                **self._total_rule()}
+
+
+class NoPagination(_PaginationMode):
+    """One request per window."""
+
+    continuation_source: ClassVar[str] = "none"
+    mode: Literal["none"]
+
+    def continuation_rule(self) -> dict[str, Any]:
+        return {"stop": "single request"}
+
+
+#: Pagination mode, its parameters and what happens when an invariant breaks.
+_PAGINATION_MODES = (CursorPagination, OffsetPagination, PagePagination, TimeWindowPagination,
+                     LinkPagination, NoPagination)
+Pagination = Annotated[
+    CursorPagination | OffsetPagination | PagePagination | TimeWindowPagination
+    | LinkPagination | NoPagination, Field(discriminator="mode"),
+    _mode_union(*_PAGINATION_MODES)]
 
 
 class RetrySpec(StrictModel):
@@ -385,7 +691,8 @@ class PartitionsSpec(StrictModel):
     """The explicit time windows a profile is partitioned by."""
 
     cadence: Literal["hourly", "daily", "weekly", "custom"] = "daily"
-    start: datetime = Field(description="First window start, RFC3339 with offset.")
+    start: datetime = Field(strict=False, description="First window start, RFC3339 with "
+                                                      "offset (YAML gives it as text).")
     timezone: str = "UTC"
     cron: str | None = Field(None, description="custom cadence: cron schedule of window starts.")
     end_offset: int = Field(0, ge=0, le=0, description="Only completed windows are partitions.")
@@ -428,11 +735,11 @@ class ConnectorSpec(StrictModel):
     envs: list[Env] = Field(min_length=1, description="Environments that may run this profile.")
     transport: Transport
     egress_policy: EgressPolicy
-    auth: Auth = Field(default_factory=Auth)
+    auth: Auth = Field(default_factory=NoAuth)
     request: RequestSpec = Field(default_factory=RequestSpec)
     records: RecordsSpec
     window: WindowSpec = Field(default_factory=WindowSpec)
-    pagination: PaginationSpec
+    pagination: Pagination
     retry: RetrySpec = Field(default_factory=RetrySpec)
     rate_limit: RateLimitSpec
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
@@ -441,15 +748,7 @@ class ConnectorSpec(StrictModel):
                                                  "folder's parent) the determinism check uses.")
     recording: RecordingSpec | None = Field(None, description=(
         "Response recording for replay and re-derivation; absent: on in dev only."))
-
-    @model_serializer(mode="wrap")
-    def _omit_unset_recording(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # An absent setting stays out of the dump, so profiles without one keep the
-        # resolved (and plan) hashes they had before the setting existed.
-        data = handler(self)
-        if self.recording is None:
-            data.pop("recording", None)
-        return data
+    added_fields: ClassVar[frozenset[str]] = frozenset({"recording"})
 
     @field_validator("envs")
     @classmethod
@@ -461,19 +760,16 @@ class ConnectorSpec(StrictModel):
     def _coherent(self) -> ConnectorSpec:
         check_base_url_host(self.transport.host, self.egress_policy.dns_allowlist,
                             self.egress_policy.allowed_cidrs)
-        if self.pagination.mode == "time-window" and not (
-                self.window.start_param and self.window.end_param):
-            raise ValueError("time-window pagination needs window.startParam and window.endParam")
+        self.pagination.check_window(self.window.start_param, self.window.end_param)
         names = [n for n in (self.window.start_param, self.window.end_param,
-                             self.pagination.limit_param, self.pagination.request_param,
-                             self.pagination.offset_param, self.pagination.page_param,
-                             self.auth.query_param) if n]
+                             *self.pagination.param_names(), self.auth.credential_param())
+                 if n]
         clash = sorted({n for n in names if names.count(n) > 1 or n in self.request.params})
         if clash:
             raise ValueError(f"query parameter(s) {', '.join(clash)} are set twice")
-        if self.auth.header_name and self.auth.header_name.lower() in {
-                h.lower() for h in self.request.headers}:
-            raise ValueError(f"request.headers sets auth header {self.auth.header_name!r}")
+        header = self.auth.credential_header()
+        if header and header.lower() in {h.lower() for h in self.request.headers}:
+            raise ValueError(f"request.headers sets auth header {header!r}")
         return self
 
 
@@ -555,6 +851,8 @@ class ConnectorProfile(StrictModel):
 def profile_json_schema() -> dict[str, Any]:
     """JSON Schema of a profile file, for editors and CI linters."""
     schema = ConnectorProfile.model_json_schema(by_alias=True, mode="validation")
+    schema = with_variant_schema(schema, spec_def="ConnectorSpec", metadata_def="Metadata",
+                                 description=schema["properties"]["variants"]["description"])
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = "https://chartly.io/schemas/connector-profile.v1alpha1.json"
     schema["title"] = "Chartly connector profile (chartly.io/v1alpha1)"

@@ -14,6 +14,10 @@ from .errors import UsageError
 from .profile import TimeFormat, WindowFormat, WindowSpec
 
 MAX_WINDOW = timedelta(days=366)
+# Window bounds an upstream can take and our arithmetic can step past (a day, a slice)
+# without leaving the range of `datetime`.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 12, 1, tzinfo=UTC)
 # RFC3339 `date-time` (offset optional here only so a naive value gets its own message);
 # `datetime.fromisoformat` alone also takes ISO week dates, basic format and `T00Z`.
 _RFC3339_RE = re.compile(
@@ -32,7 +36,19 @@ def parse_rfc3339(text: str, *, field: str) -> datetime:
         raise UsageError(f"{field} {text!r} is not an RFC3339 timestamp", field=field) from None
     if moment.tzinfo is None:
         raise UsageError(f"{field} {text!r} has no UTC offset; add 'Z' or '+00:00'", field=field)
-    return moment.astimezone(UTC)
+    return _utc_in_range(moment, field=field, shown=repr(text))
+
+
+def _utc_in_range(moment: datetime, *, field: str, shown: str) -> datetime:
+    """`moment` in UTC, refused (usage error) outside EARLIEST..LATEST."""
+    try:
+        utc = moment.astimezone(UTC)
+    except OverflowError:  # year 1 with a positive offset, year 9999 with a negative one
+        utc = None
+    if utc is None or not EARLIEST <= utc <= LATEST:
+        raise UsageError(f"{field} {shown} is outside {format_rfc3339(EARLIEST)} .. "
+                         f"{format_rfc3339(LATEST)} once converted to UTC", field=field)
+    return utc
 
 
 @dataclass(frozen=True, order=True)
@@ -45,8 +61,11 @@ class Window:
     def __post_init__(self) -> None:
         if self.start.tzinfo is None or self.end.tzinfo is None:
             raise UsageError("window bounds need a UTC offset", field="window")
-        object.__setattr__(self, "start", self.start.astimezone(UTC))
-        object.__setattr__(self, "end", self.end.astimezone(UTC))
+        # Windows built from datetimes (partitions, probes) get the range check too.
+        object.__setattr__(self, "start", _utc_in_range(
+            self.start, field="window-start", shown=self.start.isoformat()))
+        object.__setattr__(self, "end", _utc_in_range(
+            self.end, field="window-end", shown=self.end.isoformat()))
         if self.end <= self.start:
             raise UsageError(f"window end {format_rfc3339(self.end)} must be after start "
                              f"{format_rfc3339(self.start)}", field="window-end")
@@ -94,12 +113,13 @@ def format_bound(moment: datetime, fmt: WindowFormat | TimeFormat) -> str:
     return str(epoch // timedelta(milliseconds=1))
 
 
-_UNIT = {"rfc3339": timedelta(seconds=1), "epoch_s": timedelta(seconds=1),
-         "epoch_ms": timedelta(milliseconds=1), "date": timedelta(days=1)}
-
-
 def window_params(window: Window, spec: WindowSpec) -> dict[str, str]:
-    """Request params for a window; an inclusive-end upstream gets end minus one unit."""
+    """Request params for a window `[start, end)`.
+
+    An inclusive-end upstream still gets the end itself for instant formats: end minus one
+    unit would exclude every instant between the two (a record at 23:59:59.5 would be lost
+    from both neighbouring windows); what it returns at exactly the end is dropped later.
+    """
     params: dict[str, str] = {}
     if spec.start_param:
         params[spec.start_param] = format_bound(window.start, spec.format)
@@ -112,7 +132,5 @@ def window_params(window: Window, spec: WindowSpec) -> dict[str, str]:
             last = (end - timedelta(microseconds=1)).date()
             day = last if spec.end_inclusive else last + timedelta(days=1)
             end = datetime(day.year, day.month, day.day, tzinfo=UTC)
-        elif spec.end_inclusive:
-            end = end - _UNIT[spec.format]
         params[spec.end_param] = format_bound(end, spec.format)
     return params

@@ -25,10 +25,6 @@ class PartitionRecord:
     metadata: dict[str, Any]
 
 
-def _plain(metadata: dict[str, Any]) -> dict[str, Any]:
-    return {key: md.raw_value(value) for key, value in metadata.items()}
-
-
 def last_materialization(instance: DagsterInstance, key: AssetKey,
                          partition: str) -> PartitionRecord | None:
     """This partition's newest materialization, or None if it was never materialized."""
@@ -37,7 +33,7 @@ def last_materialization(instance: DagsterInstance, key: AssetKey,
     if not records:
         return None
     event = records[0].asset_materialization
-    return PartitionRecord(records[0].storage_id, _plain(dict(event.metadata) if event else {}))
+    return PartitionRecord(records[0].storage_id, md.plain(dict(event.metadata) if event else {}))
 
 
 def resume_checkpoint(instance: DagsterInstance, key: AssetKey, partition: str, *,
@@ -54,7 +50,7 @@ def resume_checkpoint(instance: DagsterInstance, key: AssetKey, partition: str, 
                            after_storage_id=after_storage_id), limit=1).records
     if not records or records[0].asset_observation is None:
         return None
-    meta = _plain(dict(records[0].asset_observation.metadata))
+    meta = md.plain(dict(records[0].asset_observation.metadata))
     if meta.get(md.OBSERVATION_KIND) != md.PAGE_OBSERVATION or meta.get(md.PLAN_HASH) != plan_hash:
         return None
     try:

@@ -27,21 +27,21 @@ from dagster import (
     PartitionsDefinition,
     asset_check,
 )
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-    PARTITION_NAME_TAG,
-)
 
 from ..core.catalog import ResolvedProfile
 from ..core.plan import build_plan
 from ..core.report import Invocation, compare_to_golden, document
 from ..core.windows import Window
 from ..runtime.envelope import ContentHasher, validate_envelope_stream
-from . import metadata as md
+from ._compat import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    PARTITION_NAME_TAG,
+)
+from .metadata import PartitionMetadata
 from .partitions import window_for_partition
 from .recordings import rederive
-from .resources import ChartlyStorageResource
+from .resources import ChartlyResource, StorageConfig
 
 ENVELOPE_CHECK = "envelope_valid"
 DETERMINISM_CHECK = "deterministic"
@@ -53,11 +53,7 @@ class CheckedPartition:
     """One partition a check looks at, with the metadata of its newest materialization."""
 
     key: str
-    metadata: dict[str, Any]
-
-
-def _plain(metadata: Any) -> dict[str, Any]:
-    return {k: md.raw_value(v) for k, v in dict(metadata).items()}
+    metadata: PartitionMetadata
 
 
 def partitions_to_check(context: AssetCheckExecutionContext, key: AssetKey,
@@ -75,7 +71,8 @@ def partitions_to_check(context: AssetCheckExecutionContext, key: AssetKey,
         event = record.event_log_entry
         mat = event.asset_materialization
         if mat is not None and mat.asset_key == key and mat.partition is not None:
-            found[mat.partition] = CheckedPartition(mat.partition, _plain(mat.metadata))
+            found[mat.partition] = CheckedPartition(mat.partition,
+                                                  PartitionMetadata.extract(mat.metadata))
     if found:
         return [found[k] for k in sorted(found)]
     tags = context.run.tags
@@ -92,7 +89,8 @@ def partitions_to_check(context: AssetCheckExecutionContext, key: AssetKey,
         rows = instance.fetch_materializations(
             AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1).records
         if rows and rows[0].asset_materialization is not None:
-            out.append(CheckedPartition(partition, _plain(rows[0].asset_materialization.metadata)))
+            out.append(CheckedPartition(partition, PartitionMetadata.extract(
+                rows[0].asset_materialization.metadata)))
     return out
 
 
@@ -124,9 +122,9 @@ def _result(name: str, verdicts: dict[str, dict[str, Any]],
                             severity=AssetCheckSeverity.ERROR, metadata=meta)
 
 
-def _envelope_verdict(storage: ChartlyStorageResource, partition: CheckedPartition,
+def _envelope_verdict(storage: StorageConfig, partition: CheckedPartition,
                       window: Window) -> dict[str, Any]:
-    uri = partition.metadata.get(md.URI)
+    uri = partition.metadata.uri
     if not uri:
         return {"ok": False, "findings": [{"code": "no_file", "message": "no file URI"}]}
     try:
@@ -145,10 +143,10 @@ def build_envelope_check(key: AssetKey, partitions_def: PartitionsDefinition
         "Every row matches the envelope schema, event ids are unique, occurrence times lie "
         "inside the partition window and raw_sha256 matches raw."))
     def _envelope_valid(context: AssetCheckExecutionContext,
-                        chartly_storage: ChartlyStorageResource) -> AssetCheckResult:
+                        chartly: ChartlyResource) -> AssetCheckResult:
         verdicts = judge_partitions(
             context, key, partitions_def,
-            lambda partition, window: _envelope_verdict(chartly_storage, partition, window))
+            lambda partition, window: _envelope_verdict(chartly.storage, partition, window))
         return _result(ENVELOPE_CHECK, verdicts)
 
     return _envelope_valid
@@ -176,31 +174,31 @@ def golden_findings(resolved: ResolvedProfile, project_root: Path) -> list[dict[
     return compare_to_golden(actual, golden)
 
 
-def _determinism_verdict(resolved: ResolvedProfile, storage: ChartlyStorageResource,
+def _determinism_verdict(resolved: ResolvedProfile, storage: StorageConfig,
                          partition: CheckedPartition, window: Window) -> dict[str, Any]:
     meta = partition.metadata
     problems: list[dict[str, Any]] = []
-    if meta.get(md.RESOLVED_HASH) != resolved.hash:
-        problems.append({"code": "profile_drift", "materialized": meta.get(md.RESOLVED_HASH),
+    if meta.resolved_hash != resolved.hash:
+        problems.append({"code": "profile_drift", "materialized": meta.resolved_hash,
                          "current": resolved.hash})
     plan_hash = build_plan(resolved, window).plan_hash
-    if meta.get(md.PLAN_HASH) != plan_hash:
-        problems.append({"code": "plan_hash_mismatch", "materialized": meta.get(md.PLAN_HASH),
+    if meta.plan_hash != plan_hash:
+        problems.append({"code": "plan_hash_mismatch", "materialized": meta.plan_hash,
                          "recomputed": plan_hash})
-    uri = meta.get(md.URI)
+    uri = meta.uri
     try:
         actual = _streamed_content_hash(storage, uri) if uri else None
     except (OSError, ValueError) as exc:
         actual = f"unreadable: {type(exc).__name__}"
-    if actual != meta.get(md.CONTENT_HASH):
+    if actual != meta.content_hash:
         problems.append({"code": "content_hash_mismatch", "materialized":
-                         meta.get(md.CONTENT_HASH), "recomputed": actual, "uri": uri})
-    derivation, rederive_problems = rederive(resolved, meta, window, str(meta.get(md.ENV)))
+                         meta.content_hash, "recomputed": actual, "uri": uri})
+    derivation, rederive_problems = rederive(resolved, meta, window)
     problems += rederive_problems
     return {"ok": not problems, **derivation, "findings": problems}
 
 
-def _streamed_content_hash(storage: ChartlyStorageResource, uri: str) -> str:
+def _streamed_content_hash(storage: StorageConfig, uri: str) -> str:
     """The file's content hash, batch by batch (the hash does not depend on batching)."""
     hasher = ContentHasher()
     for batch in storage.iter_batches(uri):
@@ -220,17 +218,18 @@ def build_determinism_check(resolved: ResolvedProfile, key: AssetKey,
         "recorded partition is re-derived from its recording (verdict 're-derived'), "
         "otherwise only its integrity is proven ('integrity only')."))
     def _deterministic(context: AssetCheckExecutionContext,
-                       chartly_storage: ChartlyStorageResource) -> AssetCheckResult:
+                       chartly: ChartlyResource) -> AssetCheckResult:
         verdicts = judge_partitions(
             context, key, partitions_def,
-            lambda partition, window: _determinism_verdict(resolved, chartly_storage,
+            lambda partition, window: _determinism_verdict(resolved, chartly.storage,
                                                            partition, window))
         golden = golden_findings(resolved, project_root)
         return _result(DETERMINISM_CHECK, verdicts,
                        {"golden": resolved.spec.golden or "none",
                         "golden_ok": not golden,
                         "golden_differences": MetadataValue.json(golden[:10]),
-                        md.RESOLVED_HASH: resolved.hash}, other_failure=bool(golden))
+                        PartitionMetadata.key("resolved_hash"): resolved.hash},
+                       other_failure=bool(golden))
 
     return _deterministic
 

@@ -8,36 +8,30 @@ variants the prod one's, under the same asset keys.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dagster import (
     AssetKey,
     AssetsDefinition,
-    BackfillPolicy,
     DefaultScheduleStatus,
     Definitions,
     PartitionsDefinition,
-    in_process_executor,
+    SensorDefinition,
 )
 
 from ..core.catalog import ProfileCatalog, ResolvedProfile
-from ..core.refs import format_ref
-from .assets import (
-    DEFAULT_MAX_PARTITIONS_PER_RUN,
-    EGRESS_KEY,
-    SECRETS_KEY,
-    STORAGE_KEY,
-    backfill_policy_for,
-    build_connector_asset,
-)
+from ..core.refs import format_ref, parse_ref
+from .assets import build_connector_asset
 from .checks import build_profile_checks
-from .resources import ChartlyEgressResource, ChartlySecretsResource, ChartlyStorageResource
+from .liveness import identified_in_process_executor, run_liveness_sensor
+from .resources import RESOURCE_KEY, ChartlyResource
 from .schedules import ProjectAssets, profile_schedule, project_jobs
-from .summary import build_summary_asset
 from .translator import ConnectorProfileTranslator
 
-SUMMARY_NAME = "daily_summary"
+#: Assets a code location builds on one project's connector assets (e.g. a summary); they
+#: join that project's job, so the connectors' blocking checks gate them in the same run.
+DownstreamFactory = Callable[[ProjectAssets], Sequence[AssetsDefinition]]
 
 
 def profiles_for_env(profiles_dir: str | Path, env: str) -> list[ResolvedProfile]:
@@ -45,6 +39,14 @@ def profiles_for_env(profiles_dir: str | Path, env: str) -> list[ResolvedProfile
     catalog = ProfileCatalog.load(profiles_dir)
     catalog.raise_for_issues()
     return [r for r in catalog.resolve_all() if env in r.spec.envs]
+
+
+def load_profile(profiles_dir: str | Path, ref: str) -> ResolvedProfile:
+    """One resolved profile by ref (`tenant/project::connector/name@version#variant`), the
+    `profile=` of a hand-written `@chartly_assets`; a broken profile fails the load loudly."""
+    catalog = ProfileCatalog.load(profiles_dir)
+    catalog.raise_for_issues()
+    return catalog.resolve(parse_ref(ref))
 
 
 def _projects(assets: Sequence[tuple[ResolvedProfile, AssetsDefinition]]
@@ -55,58 +57,65 @@ def _projects(assets: Sequence[tuple[ResolvedProfile, AssetsDefinition]]
         spec = next(iter(asset_def.specs))
         group = spec.group_name or "default"
         part = spec.partitions_def
-        assert part is not None  # build_connector_asset refuses unpartitioned specs
+        assert part is not None  # @chartly_assets refuses unpartitioned specs
         grouped[(group, part)].append(spec.key)
         cadence[(group, part)] = resolved.spec.partitions.cadence
     return [ProjectAssets(group, cadence[(group, part)], part, tuple(keys))
             for (group, part), keys in grouped.items()]
 
 
-def _with_summaries(projects: list[ProjectAssets], backfill_policy: BackfillPolicy
-                    ) -> tuple[list[ProjectAssets], list[AssetsDefinition]]:
-    """A daily summary for each project's daily assets, put into that project's job."""
-    out, summaries = [], []
+def _with_downstream(projects: list[ProjectAssets], factory: DownstreamFactory
+                     ) -> tuple[list[ProjectAssets], list[AssetsDefinition]]:
+    out, extra = [], []
     for project in projects:
-        if project.cadence != "daily":
-            out.append(project)
-            continue
-        prefix = project.keys[0].path[:-1]
-        key = AssetKey([*prefix, SUMMARY_NAME])
-        summaries.append(build_summary_asset(key, project.keys, project.partitions_def,
-                                             project.group_name, backfill_policy))
+        built = list(factory(project))
+        extra.extend(built)
+        keys = tuple(key for asset_def in built for key in asset_def.keys)
         out.append(ProjectAssets(project.group_name, project.cadence, project.partitions_def,
-                                 project.keys, (key,)))
-    return out, summaries
+                                 project.keys, project.downstream + keys))
+    return out, extra
 
 
-def build_definitions(profiles_dir: str | Path, *, env: str = "dev",
+def _resource(env: str | None, resource: ChartlyResource | None) -> ChartlyResource:
+    """The env is set once: on the resource, or as the shorthand `env=` that builds one."""
+    if env is not None and resource is not None:
+        raise ValueError("pass env= or resource=, not both: the resource's env decides "
+                         "which profiles this code location runs")
+    return resource or ChartlyResource(env=env or "dev")
+
+
+def build_definitions(profiles_dir: str | Path, *, env: str | None = None,
+                      resource: ChartlyResource | None = None,
                       translator: ConnectorProfileTranslator | None = None,
-                      max_partitions_per_run: int | None = DEFAULT_MAX_PARTITIONS_PER_RUN,
-                      storage: ChartlyStorageResource | None = None,
-                      secrets: ChartlySecretsResource | None = None,
-                      egress: ChartlyEgressResource | None = None,
-                      summaries: bool = True, schedules: bool = True,
+                      max_partitions_per_run: int | None = None,
+                      downstream: DownstreamFactory | None = None,
+                      schedules: bool = True,
                       schedule_status: DefaultScheduleStatus = DefaultScheduleStatus.STOPPED,
+                      sensors: Sequence[SensorDefinition] = (),
                       ) -> Definitions:
-    """Assets, checks, jobs, schedules and resources for every profile `env` may run.
+    """Assets, checks, jobs, schedules and the resource for every profile the env may run.
 
-    `max_partitions_per_run` bounds how many windows one backfill run fetches (None: any
-    range in one run, which `dagster asset materialize --partition-range` requires).
-    Schedules start stopped, so loading a code location never starts fetching by itself.
+    `env="dev"` is shorthand for `resource=ChartlyResource(env="dev")` (the default).
+    A range of windows is one run unless `max_partitions_per_run` bounds it, as
+    `dagster asset materialize --partition-range` needs. Schedules start stopped, so
+    loading a code location never starts fetching by itself; the run liveness sensor (see
+    `liveness`) starts running: it requests no runs, it fails runs whose worker died and
+    frees the connector pool slots they held. `sensors` are added next to it.
     """
     root = Path(profiles_dir)
-    resolved_profiles = profiles_for_env(root, env)
+    chartly = _resource(env, resource)
     built: list[tuple[ResolvedProfile, AssetsDefinition]] = []
     seen: dict[AssetKey, ResolvedProfile] = {}
     checks = []
-    for resolved in resolved_profiles:
-        asset_def = build_connector_asset(resolved, env=env, translator=translator,
+    for resolved in profiles_for_env(root, chartly.env):
+        asset_def = build_connector_asset(resolved, env=chartly.env, translator=translator,
                                           max_partitions_per_run=max_partitions_per_run)
         spec = next(iter(asset_def.specs))
         if spec.key in seen:
             raise ValueError(
                 f"{format_ref(resolved.ref)} and {format_ref(seen[spec.key].ref)} both map to "
-                f"asset {spec.key.to_user_string()} in env {env!r}; enable only one per env")
+                f"asset {spec.key.to_user_string()} in env {chartly.env!r}; enable only one "
+                f"per env")
         seen[spec.key] = resolved
         built.append((resolved, asset_def))
         assert spec.partitions_def is not None
@@ -114,9 +123,8 @@ def build_definitions(profiles_dir: str | Path, *, env: str = "dev",
                                            root.resolve().parent))
     projects = _projects(built)
     extra_assets: list[AssetsDefinition] = []
-    if summaries:
-        projects, extra_assets = _with_summaries(
-            projects, backfill_policy_for(max_partitions_per_run))
+    if downstream is not None:
+        projects, extra_assets = _with_downstream(projects, downstream)
     jobs = list(project_jobs(projects))
     schedule_defs = []
     if schedules:
@@ -129,10 +137,7 @@ def build_definitions(profiles_dir: str | Path, *, env: str = "dev",
         asset_checks=checks,
         jobs=jobs,
         schedules=schedule_defs,
-        resources={
-            STORAGE_KEY: storage or ChartlyStorageResource(),
-            SECRETS_KEY: secrets or ChartlySecretsResource(),
-            EGRESS_KEY: egress or ChartlyEgressResource(env=env),
-        },
-        executor=in_process_executor,
+        sensors=[run_liveness_sensor, *sensors],
+        resources={RESOURCE_KEY: chartly},
+        executor=identified_in_process_executor,
     )

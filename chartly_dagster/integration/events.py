@@ -2,15 +2,12 @@
 
 Like dagster-sling's event iterator: the run reports as the work progresses. Each page
 that is durably staged becomes an `AssetObservation` (the resume point if the run dies),
-and each finished window gets its own per-partition metadata; the single
-`MaterializeResult` at the end carries nothing partition-specific, because Dagster would
-copy it onto every partition of a range run.
+and each finished window gets its own per-partition metadata.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from dagster import (
     AssetExecutionContext,
@@ -18,13 +15,14 @@ from dagster import (
     AssetObservation,
     DagsterInstance,
     Failure,
+    MaterializeResult,
     MetadataValue,
     PartitionsDefinition,
     TableColumn,
     TableSchema,
 )
 
-from ..core.catalog import ResolvedProfile
+from ..core.catalog import ResolvedProfile, check_run_scope
 from ..core.errors import ChartlyError
 from ..core.plan import build_plan
 from ..core.refs import format_ref
@@ -42,8 +40,9 @@ from ..runtime.secrets import SecretResolver
 from ..runtime.storage import Storage
 from . import metadata as md
 from .checkpoints import last_materialization, resume_checkpoint
+from .metadata import PartitionMetadata
 from .partitions import previous_partition_key, window_for_partition
-from .recordings import recording_metadata
+from .recordings import recording_fields
 
 
 def column_schema(result: WindowResult) -> TableSchema:
@@ -52,37 +51,24 @@ def column_schema(result: WindowResult) -> TableSchema:
                                 result.arrow_schema])
 
 
-def partition_metadata(result: WindowResult, *, env: str,
-                       previous_watermark: str | None) -> dict[str, Any]:
-    """Everything a partition's materialization records, checks and resumes read it back."""
-    return {
-        md.CHECKPOINT: MetadataValue.json(result.checkpoint.to_contract()),
-        md.PROFILE_REF: result.ref,
-        md.RESOLVED_HASH: result.resolved_hash,
-        md.PLAN_HASH: result.plan_hash,
-        md.CONTENT_HASH: result.content_hash,
-        md.ENV: env,
-        md.WINDOW_START: result.window.to_dict()["start"],
-        md.WINDOW_END: result.window.to_dict()["end"],
-        md.RECORDS: result.records,
-        md.PAGES: result.pages,
-        md.BYTES: result.bytes,
-        md.FILE_BYTES: result.file_bytes,
-        md.REQUESTS: result.requests,
-        md.RETRIES: result.retries,
-        md.DROPPED_OUT_OF_WINDOW: result.dropped_out_of_window,
-        md.DUPLICATES: result.duplicates,
-        md.FINDINGS: MetadataValue.json(result.findings),
-        md.WATERMARK: result.watermark or "",
-        md.PREVIOUS_WATERMARK: previous_watermark or "",
-        md.RESUMED_FROM_PAGE: result.resumed_from_page,
-        md.DURATION_SECONDS: round(result.duration_seconds, 3),
-        md.URI: result.uri,
-        md.URI_DAGSTER: result.uri,
-        md.ROW_COUNT: result.records,
-        md.COLUMN_SCHEMA: column_schema(result),
-        **recording_metadata(result),
-    }
+def partition_metadata(result: WindowResult, *, env: str, previous: PartitionMetadata | None,
+                       previous_watermark: str | None) -> PartitionMetadata:
+    """Everything a partition's materialization records; checks and resumes read it back."""
+    window = result.window.to_dict()
+    return PartitionMetadata(
+        profile_ref=result.ref, resolved_hash=result.resolved_hash,
+        plan_hash=result.plan_hash, content_hash=result.content_hash, env=env,
+        window_start=window["start"], window_end=window["end"], uri=result.uri,
+        records=result.records, pages=result.pages, bytes=result.bytes,
+        file_bytes=result.file_bytes, requests=result.requests, retries=result.retries,
+        dropped_out_of_window=result.dropped_out_of_window, duplicates=result.duplicates,
+        resumed_from_page=result.resumed_from_page,
+        duration_seconds=round(result.duration_seconds, 3),
+        watermark=result.watermark, previous_watermark=previous_watermark,
+        checkpoint=result.checkpoint.to_contract(),
+        previous_checkpoint=previous.checkpoint if previous else None,
+        findings=tuple(result.findings), column_schema=column_schema(result),
+        **recording_fields(result))
 
 
 def _progress_observer(context: AssetExecutionContext, key: AssetKey, partition: str,
@@ -117,19 +103,42 @@ def _previous_watermark(instance: DagsterInstance, key: AssetKey,
     if prior_key in this_run:
         return this_run[prior_key]
     prior = last_materialization(instance, key, prior_key)
-    return (prior.metadata.get(md.WATERMARK) or None) if prior else None
+    return PartitionMetadata.extract(prior.metadata).watermark if prior else None
 
 
-def connector_event_iterator(context: AssetExecutionContext, *, resolved: ResolvedProfile,
-                             key: AssetKey, partitions_def: PartitionsDefinition, env: str,
-                             destination: str, staging_dir: str, secrets: SecretResolver,
-                             env_policy: EnvPolicy, record_responses: bool | None = None,
-                             ) -> Iterator[AssetObservation]:
+def profile_of(context: AssetExecutionContext) -> ResolvedProfile:
+    """The resolved profile `@chartly_assets` left on the asset's spec."""
+    spec_metadata = next(iter(context.assets_def.metadata_by_key.values()))
+    resolved = spec_metadata.get(md.META_KEY_PROFILE)
+    if not isinstance(resolved, ResolvedProfile):
+        raise Failure(description=(
+            f"asset {context.assets_def.key.to_user_string()} was not built with "
+            f"@chartly_assets: no connector profile on its spec"), allow_retries=False)
+    return resolved
+
+
+def connector_events(context: AssetExecutionContext, *, env: str, destination: str,
+                     staging_dir: str, secrets: SecretResolver, env_policy: EnvPolicy,
+                     record_responses: bool | None = None,
+                     ) -> Iterator[AssetObservation | MaterializeResult]:
     """Fetch every partition of the run in order, resuming any window left in flight.
 
-    A finished window yields a `window_complete` observation so that a later re-execution
-    does not mistake that window's last page observation for a resume point.
+    Each finished window gets its own per-partition metadata and a `window_complete`
+    observation, so that a later re-execution does not mistake that window's last page
+    observation for a resume point; the final `MaterializeResult` carries nothing
+    partition-specific, because Dagster copies it onto every partition of a range run.
     """
+    resolved = profile_of(context)
+    key = context.assets_def.key
+    partitions_def = context.assets_def.partitions_def
+    if partitions_def is None:
+        raise Failure(description=f"asset {key.to_user_string()} has no partitions",
+                      allow_retries=False)
+    try:  # the resource's env must be one the profile allows (a profile is its own scope)
+        check_run_scope(resolved, env=env, tenant=resolved.ref.tenant,
+                        project=resolved.ref.project)
+    except ChartlyError as exc:
+        raise Failure(description=exc.message, allow_retries=False) from exc
     instance = context.instance
     storage = Storage.parse(destination)
     record = recording_enabled(resolved.spec, env, record_responses)
@@ -160,13 +169,13 @@ def connector_event_iterator(context: AssetExecutionContext, *, resolved: Resolv
                 allow_retries=exc.platform_code in ("unavailable", "rate_limited"),
             ) from exc
         watermarks[partition] = result.watermark
-        context.add_asset_metadata(
-            {**partition_metadata(result, env=env, previous_watermark=previous_watermark),
-             md.PREVIOUS_CHECKPOINT: MetadataValue.json(
-                 previous.metadata.get(md.CHECKPOINT) if previous else None)},
-            asset_key=key, partition_key=partition)
+        meta = partition_metadata(
+            result, env=env, previous_watermark=previous_watermark,
+            previous=PartitionMetadata.extract(previous.metadata) if previous else None)
+        context.add_asset_metadata(meta.to_metadata(), asset_key=key, partition_key=partition)
         context.log.info(f"{partition}: {result.records} records in {result.pages} pages "
                          f"-> {result.uri}")
         yield AssetObservation(asset_key=key, partition=partition, metadata={
-            md.OBSERVATION_KIND: "window_complete", md.PLAN_HASH: result.plan_hash,
+            md.OBSERVATION_KIND: md.WINDOW_COMPLETE_OBSERVATION, md.PLAN_HASH: result.plan_hash,
             md.CONTENT_HASH: result.content_hash, md.RECORDS: result.records})
+    yield MaterializeResult(asset_key=key)

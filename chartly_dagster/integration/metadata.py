@@ -1,66 +1,143 @@
-"""Metadata keys the integration writes and reads back.
+"""What the integration stores on Dagster events, typed, with one writer and one reader.
 
-The asset writes them, the checks and the resume logic read them back from the instance, so
-they are named once here; a renamed key would otherwise silently break a resume.
+A partition's materialization is written by `PartitionMetadata.to_metadata()` and read back
+(by the checks, the resume logic, examples and tests) with `PartitionMetadata.extract()`,
+so a key is spelled in one place and read back with its type; a renamed field cannot
+silently break a resume. Tags and the spec's definition metadata use their own keys: a key
+means one thing wherever it appears.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Self
 
-PREFIX = "chartly/"
+from dagster import MetadataValue, TableSchema
 
-PROFILE_REF = f"{PREFIX}profile_ref"
-RESOLVED_HASH = f"{PREFIX}resolved_hash"
-PLAN_HASH = f"{PREFIX}plan_hash"
-CONTENT_HASH = f"{PREFIX}content_hash"
-CHECKPOINT = f"{PREFIX}checkpoint"
-WINDOW_START = f"{PREFIX}window_start"
-WINDOW_END = f"{PREFIX}window_end"
-RECORDS = f"{PREFIX}records"
-PAGES = f"{PREFIX}pages"
-BYTES = f"{PREFIX}bytes"
-FILE_BYTES = f"{PREFIX}file_bytes"
-REQUESTS = f"{PREFIX}requests"
-RETRIES = f"{PREFIX}retries"
-DROPPED_OUT_OF_WINDOW = f"{PREFIX}dropped_out_of_window"
-DUPLICATES = f"{PREFIX}duplicates"
-FINDINGS = f"{PREFIX}findings"
-URI = f"{PREFIX}uri"
-ENV = f"{PREFIX}env"
-WATERMARK = f"{PREFIX}watermark"
-PREVIOUS_WATERMARK = f"{PREFIX}previous_watermark"
-PREVIOUS_CHECKPOINT = f"{PREFIX}previous_checkpoint"
-RESUMED_FROM_PAGE = f"{PREFIX}resumed_from_page"
-DURATION_SECONDS = f"{PREFIX}duration_seconds"
-RESPONSE_HASH = f"{PREFIX}response_hash"
-RECORDING_URI = f"{PREFIX}recording_uri"
-RECORDING_BYTES = f"{PREFIX}recording_bytes"
-RECORDED_RESPONSES = f"{PREFIX}recorded_responses"
-
-# Observation keys: what a page observation carries so a re-executed run can resume.
-OBSERVATION_KIND = f"{PREFIX}observation"
-PAGE_OBSERVATION = "page"
-PAGE = f"{PREFIX}page"
-
-# Dagster's own keys, so the UI shows row counts and column schemas natively.
-ROW_COUNT = "dagster/row_count"
-COLUMN_SCHEMA = "dagster/column_schema"
-URI_DAGSTER = "dagster/uri"
-
-# Asset tags (values must be short, tag-safe strings).
-TAG_ENV = "chartly/env"
-TAG_TENANT = "chartly/tenant"
-TAG_PROJECT = "chartly/project"
-TAG_CONNECTOR = "chartly/connector"
-TAG_PAGINATION = "chartly/pagination"
-TAG_CADENCE = "chartly/cadence"
-# Full refs and hashes do not fit Dagster's tag-value rules, so the spec carries them as
-# definition metadata (shown on the asset page) next to these tags.
-DEF_PROFILE_REF = PROFILE_REF
-DEF_RESOLVED_HASH = RESOLVED_HASH
+NAMESPACE = "chartly"
+PREFIX = f"{NAMESPACE}/"
 
 
 def raw_value(value: Any) -> Any:
     """The plain Python value behind a stored metadata entry (`MetadataValue.value`)."""
     return getattr(value, "value", value)
+
+
+def plain(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored metadata mapping with every `MetadataValue` unwrapped."""
+    return {key: raw_value(value) for key, value in metadata.items()}
+
+
+@dataclass(frozen=True)
+class PartitionMetadata:
+    """One partition's materialization: the window, its file, hashes, counts and checkpoint.
+
+    Fields are stored under `chartly/<field>`; row count, column schema and URI are also
+    written under Dagster's own keys so the UI shows them natively. Every field has a
+    default so that `extract` reads a materialization written by an older release (or by
+    something else) without raising; readers treat None as "not recorded".
+    """
+
+    profile_ref: str | None = None
+    resolved_hash: str | None = None
+    plan_hash: str | None = None
+    content_hash: str | None = None
+    env: str | None = None
+    window_start: str | None = None
+    window_end: str | None = None
+    uri: str | None = None
+    records: int = 0
+    pages: int = 0
+    bytes: int = 0
+    file_bytes: int = 0
+    requests: int = 0
+    retries: int = 0
+    dropped_out_of_window: int = 0
+    duplicates: int = 0
+    resumed_from_page: int = 0
+    duration_seconds: float = 0.0
+    watermark: str | None = None
+    previous_watermark: str | None = None
+    checkpoint: dict[str, Any] | None = None
+    previous_checkpoint: dict[str, Any] | None = None
+    findings: tuple[dict[str, Any], ...] = ()
+    column_schema: TableSchema | None = None
+    #: the recording of the window's responses (none: not recorded)
+    response_hash: str | None = None
+    recording_uri: str | None = None
+    recording_bytes: int = 0
+    recorded_responses: int = 0
+
+    _JSON: ClassVar[frozenset[str]] = frozenset({"checkpoint", "previous_checkpoint",
+                                                 "findings"})
+    #: fields stored under Dagster's key instead of ours
+    _DAGSTER: ClassVar[Mapping[str, str]] = {"column_schema": "dagster/column_schema"}
+    ROW_COUNT_KEY: ClassVar[str] = "dagster/row_count"
+    URI_KEY: ClassVar[str] = "dagster/uri"
+
+    @classmethod
+    def key(cls, field_name: str) -> str:
+        """The stored key of one field (what the UI's metadata table shows)."""
+        if field_name not in {f.name for f in fields(cls)}:
+            raise KeyError(field_name)
+        return cls._DAGSTER.get(field_name, f"{PREFIX}{field_name}")
+
+    def to_metadata(self) -> dict[str, Any]:
+        """The materialization metadata: every field, plus Dagster's row count and URI."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in self._JSON:
+                value = MetadataValue.json(list(value) if isinstance(value, tuple) else value)
+            out[self.key(f.name)] = value
+        out[self.ROW_COUNT_KEY] = self.records
+        if self.uri:
+            out[self.URI_KEY] = self.uri
+        return out
+
+    @classmethod
+    def extract(cls, metadata: Mapping[str, Any]) -> Self:
+        """Read a stored (or just written) mapping back; unknown keys are ignored."""
+        values = plain(metadata)
+        kwargs: dict[str, Any] = {}
+        for f in fields(cls):
+            stored = cls.key(f.name)
+            if stored in values:
+                value = values[stored]
+                kwargs[f.name] = tuple(value or ()) if f.name == "findings" else value
+        return cls(**kwargs)
+
+
+# Page observations: what a re-executed run reads back to resume a window in flight.
+OBSERVATION_KIND = f"{PREFIX}observation"
+PAGE_OBSERVATION = "page"
+WINDOW_COMPLETE_OBSERVATION = "window_complete"
+PAGE = f"{PREFIX}page"
+PLAN_HASH = PartitionMetadata.key("plan_hash")
+CONTENT_HASH = PartitionMetadata.key("content_hash")
+CHECKPOINT = PartitionMetadata.key("checkpoint")
+RECORDS = PartitionMetadata.key("records")
+BYTES = PartitionMetadata.key("bytes")
+
+# Asset tags: short, tag-safe values (Dagster's tag alphabet, at most 63 characters).
+TAG_ENV = f"{PREFIX}env"
+TAG_TENANT = f"{PREFIX}tenant"
+TAG_PROJECT = f"{PREFIX}project"
+TAG_CONNECTOR = f"{PREFIX}connector"
+TAG_PAGINATION = f"{PREFIX}pagination"
+TAG_CADENCE = f"{PREFIX}cadence"
+#: `connector@version#variant` squeezed into the tag alphabet, e.g. `orders-2.1.0-dev`
+TAG_PROFILE = f"{PREFIX}profile"
+#: the first 32 hex digits of the resolved hash
+TAG_RESOLVED_HASH_PREFIX = f"{PREFIX}resolved_hash_prefix"
+
+# Definition metadata of a connector asset's spec (shown on the asset page). The full ref
+# and hash use the same keys as the materialization: the same value for the same key.
+DEF_PROFILE_REF = PartitionMetadata.key("profile_ref")
+DEF_RESOLVED_HASH = PartitionMetadata.key("resolved_hash")
+DEF_SOURCE_PATH = f"{PREFIX}source_path"
+# Objects the decorator leaves on the spec for the resource to find at run time (the
+# dagster-dlt convention); never serialized, so they stay in the code location.
+META_KEY_PROFILE = "chartly_dagster/profile"
+META_KEY_TRANSLATOR = "chartly_dagster/translator"

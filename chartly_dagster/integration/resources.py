@@ -1,18 +1,29 @@
-"""Configurable resources: where files go, where secrets come from, what egress may reach.
+"""`ChartlyResource`: the one resource connector assets and checks need.
 
-Each resource is configured with names, paths and `EnvVar`s only, so the Dagster UI shows
-`CHARTLY_SECRETS_DIR` rather than anything it points at; the assets ask the resources and
-never read environment variables themselves.
+Like `SlingResource` and `DagsterDltResource`, it owns the external work: `fetch(context)`
+returns the event iterator that fetches the run's windows. It holds the deployment's env
+(the one place it is set), where files go, where secrets come from and what egress may
+reach. It is configured with names, paths and `EnvVar`s only, so the Dagster UI shows
+`CHARTLY_SECRETS_DIR` rather than anything it points at; assets never read environment
+variables themselves.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
 from enum import Enum
 from types import MappingProxyType
 
 import pyarrow as pa
-from dagster import ConfigurableResource, DagsterInstance
+from dagster import (
+    AssetExecutionContext,
+    AssetObservation,
+    Config,
+    ConfigurableResource,
+    DagsterInstance,
+    MaterializeResult,
+)
 from pydantic import Field
 
 from ..runtime import storage
@@ -23,6 +34,9 @@ from ..runtime.secrets import (
     SecretProvider,
     SecretResolver,
 )
+from .events import connector_events
+
+RESOURCE_KEY = "chartly"
 
 
 class SecretProviderName(Enum):
@@ -32,11 +46,11 @@ class SecretProviderName(Enum):
     FILE = "file"
 
 
-class ChartlyStorageResource(ConfigurableResource):
+class StorageConfig(Config):
     """Where partitions land: a local folder by default (under DAGSTER_HOME), or any fsspec URL.
 
-    Staging (the pages of a window in flight) always stays on local disk next to the
-    instance, because a resumed run must find it on the machine that retries.
+    Staging (the pages of a window in flight) stays on local disk next to the instance
+    unless `staging_root` names a folder shared between the machines that may retry.
     """
 
     root: str | None = Field(None, description=(
@@ -68,23 +82,36 @@ class ChartlyStorageResource(ConfigurableResource):
         storage.write_table(table, uri)
 
 
-class ChartlySecretsResource(ConfigurableResource):
+class SecretsConfig(Config):
     """Resolves `secretRef`s through the runtime's providers, in the order configured.
 
     `env` reads `CHARTLY_SECRET_<NAME>_<KEY>` variables; `file` reads mounted secrets at
-    `<secrets_dir>/<name>/<key>` (Kubernetes Secret volumes).
+    `<folder>/<name>/<key>` (Kubernetes Secret volumes). The folder is `secrets_dir` if set,
+    else the folder named by the variable `secrets_dir_env_var`; an unset or empty variable
+    means "no secrets folder", so a deployment that only sets `CHARTLY_SECRET_*` variables
+    needs nothing else.
     """
 
     providers: list[SecretProviderName] = Field(
         default_factory=lambda: [SecretProviderName.ENV, SecretProviderName.FILE],
-                                          description="Providers to try, in order.")
+        description="Providers to try, in order.")
     secrets_dir: str | None = Field(None, description=(
-        "Mounted secrets folder for the `file` provider; pass EnvVar('CHARTLY_SECRETS_DIR')."))
+        "Mounted secrets folder for the `file` provider (overrides secrets_dir_env_var)."))
+    secrets_dir_env_var: str | None = Field("CHARTLY_SECRETS_DIR", description=(
+        "Name of the variable holding the mounted secrets folder; unset means no folder."))
+
+    def folder(self) -> str | None:
+        if self.secrets_dir:
+            return self.secrets_dir
+        if self.secrets_dir_env_var:
+            return os.environ.get(self.secrets_dir_env_var) or None
+        return None
 
     def _provider(self, name: SecretProviderName) -> SecretProvider | None:
         if name == SecretProviderName.ENV:
             return EnvSecretProvider()
-        return FileSecretProvider(self.secrets_dir) if self.secrets_dir else None
+        folder = self.folder()
+        return FileSecretProvider(folder) if folder else None
 
     def resolver(self) -> SecretResolver:
         """A fresh resolver per run, so the redactor only knows this run's values."""
@@ -92,16 +119,14 @@ class ChartlySecretsResource(ConfigurableResource):
         return SecretResolver([p for p in chosen if p is not None])
 
 
-class ChartlyEgressResource(ConfigurableResource):
-    """The env the assets run in, which address space it may open, and timeout caps.
+class EgressConfig(Config):
+    """Which address space each env may open, and timeout caps.
 
     A profile's `egressPolicy.allowedCidrs` must sit inside its env's ranges here; plain
     http is accepted only in the listed envs (the dev sandbox). The `max_*_ms` caps bound
     every profile's transport timeouts in this deployment: min(profile, cap), never more.
     """
 
-    env: str = Field(description="dev, staging or prod; pass EnvVar('CHARTLY_ENV') to choose "
-                                 "it per deployment.")
     allowed_cidrs: dict[str, list[str]] | None = Field(None, description=(
         "CIDRs each env may allow into non-public space; default: loopback and private in "
         "dev, private only in staging and prod."))
@@ -125,3 +150,27 @@ class ChartlyEgressResource(ConfigurableResource):
         cidrs: Mapping[str, tuple[str, ...]] = MappingProxyType(
             {env: tuple(values) for env, values in self.allowed_cidrs.items()})
         return EnvPolicy(allowable_cidrs=cidrs, **caps)
+
+
+class ChartlyResource(ConfigurableResource):
+    """Fetches connector windows for `@chartly_assets` and reads them back for the checks."""
+
+    env: str = Field(description=(
+        "dev, staging or prod: which resolved profiles (base or variant) this deployment "
+        "runs, and which egress ranges they may reach."))
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    secrets: SecretsConfig = Field(default_factory=SecretsConfig)
+    egress: EgressConfig = Field(default_factory=EgressConfig)
+
+    def fetch(self, context: AssetExecutionContext
+              ) -> Iterator[AssetObservation | MaterializeResult]:
+        """Fetch every window of the run, yielding Dagster events as pages land.
+
+        The profile comes from the spec metadata `@chartly_assets` left on the asset, as
+        `DagsterDltResource.run` finds its source.
+        """
+        return connector_events(
+            context, env=self.env, destination=self.storage.destination(context.instance),
+            staging_dir=self.storage.staging_dir(context.instance),
+            secrets=self.secrets.resolver(), env_policy=self.egress.policy(),
+            record_responses=self.storage.record_responses)

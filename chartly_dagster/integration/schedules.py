@@ -18,11 +18,10 @@ from dagster import (
     ScheduleDefinition,
     build_schedule_from_partitioned_job,
     define_asset_job,
-    in_process_executor,
 )
-from dagster._core.definitions.unresolved_asset_job_definition import (
-    UnresolvedAssetJobDefinition,
-)
+
+from ._compat import UnresolvedAssetJobDefinition
+from .liveness import identified_in_process_executor
 
 _NOT_NAME = re.compile(r"[^A-Za-z0-9_]")
 
@@ -51,7 +50,7 @@ def project_job(project: ProjectAssets, name: str) -> UnresolvedAssetJobDefiniti
     """
     return define_asset_job(name=name,
                             selection=AssetSelection.assets(*project.keys, *project.downstream),
-                            executor_def=in_process_executor,
+                            executor_def=identified_in_process_executor,
                             description=f"{project.group_name}: {len(project.keys)} "
                                         f"{project.cadence} connector asset(s) and checks")
 
@@ -65,7 +64,7 @@ def profile_schedule(key: AssetKey, *, default_status: DefaultScheduleStatus
     """
     name = job_name(*key.path)
     job = define_asset_job(name=f"{name}_job", selection=AssetSelection.assets(key),
-                           executor_def=in_process_executor)
+                           executor_def=identified_in_process_executor)
     schedule = build_schedule_from_partitioned_job(job, name=f"{name}_schedule",
                                                    default_status=default_status)
     return job, schedule

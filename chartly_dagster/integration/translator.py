@@ -83,9 +83,9 @@ class ConnectorProfileTranslator:
             md.TAG_CONNECTOR: tag_value(resolved.connector),
             md.TAG_CADENCE: resolved.spec.partitions.cadence,
             md.TAG_PAGINATION: resolved.spec.pagination.mode,
-            md.PROFILE_REF: tag_value(f"{resolved.connector}@{ref.version}"
+            md.TAG_PROFILE: tag_value(f"{resolved.connector}@{ref.version}"
                                       + (f"#{ref.variant}" if ref.variant else "")),
-            md.RESOLVED_HASH: short_hash(resolved.hash),
+            md.TAG_RESOLVED_HASH_PREFIX: short_hash(resolved.hash),
         })
         description = (f"{meta.description}\n\n" if meta.description else "") + (
             f"Connector profile `{format_ref(ref)}` ({resolved.spec.pagination.mode} "
@@ -99,6 +99,6 @@ class ConnectorProfileTranslator:
             tags=tags,
             metadata={md.DEF_PROFILE_REF: format_ref(ref),
                       md.DEF_RESOLVED_HASH: resolved.hash,
-                      f"{md.PREFIX}source_path": resolved.source_path},
+                      md.DEF_SOURCE_PATH: resolved.source_path},
             partitions_def=self.get_partitions_def(data),
         )

@@ -10,13 +10,14 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..core.catalog import ResolvedProfile
 from ..core.errors import ChartlyError, ExitCode, PreconditionFailed
 from ..core.plan import Limits, build_plan
 from ..core.windows import Window
 from .egress import EnvPolicy
-from .errors import EgressRefused, TransportFailure, UpstreamTimeout
+from .errors import ConnectFailed, EgressRefused, TransportFailure, UpstreamTimeout
 from .http import build_client
 from .secrets import SecretResolver
 
@@ -62,13 +63,32 @@ def _category(status: int) -> tuple[str, str]:
     return "unknown", f"unexpected HTTP {status}"
 
 
+def _network_message(exc: TransportFailure, url: str) -> str:
+    """Name the host and port that failed: the first thing to check is what listens there."""
+    parts = urlsplit(url)
+    target = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+    cause: BaseException | None = exc
+    seen: set[int] = set()
+    while cause is not None and id(cause) not in seen and not isinstance(
+            cause, ConnectionRefusedError):
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, ConnectionRefusedError):
+        return f"connection refused by {target} (is the API running and listening there?)"
+    if isinstance(exc, ConnectFailed):
+        return f"cannot connect to {target} ({exc.__class__.__name__})"
+    return f"network error talking to {target} ({exc.__class__.__name__})"
+
+
 def run_doctor(resolved: ResolvedProfile, *, env: str, secrets: SecretResolver | None,
-               env_policy: EnvPolicy | None = None, **client_options: Any) -> DoctorReport:
-    """Probe once; missing secrets still raise (exit 3): they are a setup error, not health."""
-    plan = build_plan(resolved, probe_window(resolved), Limits(max_pages=1))
+               env_policy: EnvPolicy | None = None, window: Window | None = None,
+               **client_options: Any) -> DoctorReport:
+    """Probe once (for `window`, else the profile's first hour); missing secrets still raise
+    (exit 3): they are a setup error, not health."""
+    plan = build_plan(resolved, window or probe_window(resolved), Limits(max_pages=1))
     step = plan.steps[0]
     auth = resolved.spec.auth
-    params = {k: v for k, v in step["params"].items() if k != auth.query_param}
+    params = {k: v for k, v in step["params"].items() if k != auth.credential_param()}
     started = time.monotonic()
     try:
         with build_client(resolved, env=env, secrets=secrets, env_policy=env_policy,
@@ -81,7 +101,7 @@ def run_doctor(resolved: ResolvedProfile, *, env: str, secrets: SecretResolver |
     except UpstreamTimeout as exc:
         return DoctorReport(False, "timeout", None, f"timed out: {exc.__class__.__name__}")
     except TransportFailure as exc:
-        return DoctorReport(False, "network", None, f"network error: {exc.__class__.__name__}")
+        return DoctorReport(False, "network", None, _network_message(exc, step["url"]))
     except ChartlyError as exc:
         return DoctorReport(False, "unknown", None, f"{exc.code}: {exc.message}")
     latency = round((time.monotonic() - started) * 1000, 2)

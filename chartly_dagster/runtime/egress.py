@@ -283,7 +283,7 @@ class EgressGuard:
                 if any(ip.version == net.version and ip in net for net in nets)]
         if not envs:
             return (f"; no env permits an egressPolicy.allowedCidrs entry such as {entry} "
-                    "(the deployment's EnvPolicy/ChartlyEgressResource allowed_cidrs)")
+                    "(the deployment's EnvPolicy: ChartlyResource egress.allowed_cidrs)")
         return (f"; egressPolicy.allowedCidrs entry {entry} (or a range holding it) would "
                 f"allow it in env {', '.join(envs)}")
 

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -42,7 +43,7 @@ from .envelope import (
     validate_envelopes,
 )
 from .http import GuardedClient, build_client
-from .paginate import PageInfo, PageRequest, Paginator, field_value
+from .paginate import STOPPED_ON_FINDING, PageInfo, PageRequest, Paginator, read_records
 from .ratelimit import bucket_for
 from .recording import PageClient, RecordedWindow, RecordTo, ReplayFrom, WindowRecording
 from .retry import RetryBudget, RetryPolicy, classify_response
@@ -190,6 +191,9 @@ class WindowResult:
     plan_hash: str
     window: Window
     outcome: str
+    #: how the window ended: one of paginate.EXPLICIT_ENDS, a cap (`cap:maxPages`, ...) or
+    #: `stopped_on_finding`
+    ended_by: str
     records: int
     pages: int
     bytes: int
@@ -213,15 +217,15 @@ class WindowResult:
         """The `results` section of the output contract (no wall-clock timestamps)."""
         checkpoint = {k: v for k, v in self.checkpoint.to_contract().items()
                       if k != "updated_at"}
-        section = {"outcome": self.outcome, "records": self.records, "pages": self.pages,
-                   "bytes": self.bytes, "requests": self.requests, "retries": self.retries,
-                   "dropped_out_of_window": self.dropped_out_of_window,
-                   "duplicates": self.duplicates, "content_hash": self.content_hash,
-                   "checkpoint": checkpoint, "output": self.uri,
-                   "file_bytes": self.file_bytes,
-                   "duration_seconds": round(self.duration_seconds, 3),
-                   "watermark": self.watermark, "resumed_from_page": self.resumed_from_page,
-                   "capped_by": self.capped_by, "findings": self.findings}
+        section = {"outcome": self.outcome, "ended_by": self.ended_by,
+                "records": self.records, "pages": self.pages,
+                "bytes": self.bytes, "requests": self.requests, "retries": self.retries,
+                "dropped_out_of_window": self.dropped_out_of_window,
+                "duplicates": self.duplicates, "content_hash": self.content_hash,
+                "checkpoint": checkpoint, "output": self.uri, "file_bytes": self.file_bytes,
+                "duration_seconds": round(self.duration_seconds, 3),
+                "watermark": self.watermark, "resumed_from_page": self.resumed_from_page,
+                "capped_by": self.capped_by, "findings": self.findings}
         if self.recorded is not None:
             recorded = self.recorded
             section.update({"response_hash": recorded.response_hash,
@@ -300,24 +304,15 @@ class _WindowRun:
             responses=self.recording.count if self.recording is not None else None)
 
 
-def _records_of(body: Any, path: str) -> list[Any]:
-    records = body if not path else field_value(body, path)
-    if not isinstance(records, list):
-        where = f"field {path!r}" if path else "the body"
-        raise InvalidArgument(f"{where} of the response is not a JSON array of records",
-                              field="records.path")
-    return records
-
-
 def _fetch_page(client: PageClient, request: PageRequest, clock: Clock,
-                counter: list[int]) -> tuple[Any, str | None, str, int]:
+                counter: list[int]) -> tuple[Any, httpx.Headers, str, int]:
     counter[0] += 1
     response = client.get(request.url, request.params or None)
     error = classify_response(response, clock())
     if error is not None:
         raise error
     body = decode_json(response.content, response.url)
-    return body, response.headers.get("link"), response.url, len(response.content)
+    return body, response.headers, response.url, len(response.content)
 
 
 def fetch_window(resolved: ResolvedProfile, window: Window, plan: Plan, *,
@@ -407,7 +402,8 @@ def fetch_window(resolved: ResolvedProfile, window: Window, plan: Plan, *,
           partition=partition)
     return WindowResult(
         ref=ref_text, resolved_hash=resolved.hash, plan_hash=plan.plan_hash, window=window,
-        outcome=run.outcome, records=run.records, pages=run.pages, bytes=run.bytes,
+        outcome=run.outcome, ended_by=paginator.ended_by or "", records=run.records,
+        pages=run.pages, bytes=run.bytes,
         requests=counter[0], retries=budget.used, dropped_out_of_window=run.dropped,
         duplicates=run.duplicates, findings=sorted(run.findings, key=lambda f: f["code"]),
         content_hash=content_hash, checkpoint=checkpoint, uri=uri, file_bytes=file_bytes,
@@ -437,7 +433,7 @@ def _start(resolved: ResolvedProfile, plan: Plan, target: WindowTarget, staging:
     """A fresh paginator, or one restored after the checkpoint's page if its pages are
     still staged; a checkpoint whose pages are gone is reported and the window starts over."""
     auth = resolved.spec.auth
-    drop = frozenset({auth.query_param} if auth.query_param else ())
+    drop = frozenset(filter(None, [auth.credential_param()]))
     staged = len(staging.pages()) if target.resumable else 0
     if run.recording is not None and resume is not None and not run.recording.can_resume(
             resume.responses):
@@ -482,16 +478,17 @@ def _drive(client: PageClient, paginator: Paginator, staging: PageStaging | None
         cap = _cap_reached(run, limits)
         if cap:
             run.cap(*cap)
+            paginator.stop(_CAP_ENDED_BY[cap[0]])
             return
 
-        def attempt(request: PageRequest = request) -> tuple[Any, str | None, str, int]:
+        def attempt(request: PageRequest = request) -> tuple[Any, httpx.Headers, str, int]:
             if run.recording is None or not run.recording.offline:
                 bucket.acquire(max_wait=max_wait, sleep=sleep)
             return _fetch_page(client, request, run.clock, counter)
 
-        body, link, final_url, size = retry.call(attempt)
-        records = _records_of(body, spec.records.path)
-        page = PageInfo(request, body, link, final_url, len(records))
+        body, headers, final_url, size = retry.call(attempt)
+        records = read_records(body, spec, client.redactor.scrub)
+        page = PageInfo(request, body, headers, final_url, records)
         stop_after = False
         try:
             paginator.advance(page)
@@ -499,13 +496,13 @@ def _drive(client: PageClient, paginator: Paginator, staging: PageStaging | None
             if spec.pagination.on_violation == "error":
                 raise
             run.findings.append({"code": exc.code, "message": exc.message})
-            paginator.state["next"] = None
+            paginator.stop(STOPPED_ON_FINDING)
             run.outcome = "stopped_on_finding"
             stop_after = True
         room = limits["max_records"] - run.records
         if len(records) > room:
             records = records[:room]
-            paginator.state["next"] = None
+            paginator.stop(_CAP_ENDED_BY["max_records"])
             run.cap("max_records", f"max_records {limits['max_records']} reached")
         batch, keys, dropped = run.builder.build(
             records, sequence_start=run.sequence, provenance_uri=final_url,
@@ -527,6 +524,11 @@ def _drive(client: PageClient, paginator: Paginator, staging: PageStaging | None
                                      run.checkpoint(paginator), staging is not None))
         if stop_after:
             return
+
+
+#: how a window stopped at each cap reads in `ended_by` (the profile's key names)
+_CAP_ENDED_BY = {"max_pages": "cap:maxPages", "max_records": "cap:maxRecords",
+                 "max_bytes": "cap:maxBytes"}
 
 
 def _cap_reached(run: _WindowRun, limits: dict[str, int]) -> tuple[str, str] | None:

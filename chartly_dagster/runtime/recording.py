@@ -54,7 +54,8 @@ RESPONSES = "responses.jsonl"
 BODIES = "bodies"
 SUFFIX = ".recording"
 #: the response headers the product reads: continuation (Link), totals, Retry-After and
-#: the content type; nothing else (Set-Cookie and friends) is kept
+#: the content type (plus a profile's `pagination.totalHeader`); nothing else
+#: (Set-Cookie and friends) is kept
 RECORDED_HEADERS = ("content-type", "link", "retry-after", "x-total-count")
 _DONE = object()
 #: gzip level: level 1 compresses JSON pages about 4x at a fraction of level 6's CPU
@@ -81,7 +82,10 @@ def recording_name(relative: str) -> str:
 
 
 class PageClient(Protocol):
-    """What the executor asks of a client: one GET, answered by the network or a recording."""
+    """What the executor asks of a client: one GET, answered by the network or a recording,
+    and the redactor that knows the run's secrets."""
+
+    redactor: Redactor
 
     def get(self, url: str, params: Mapping[str, str] | None = None,
             headers: Mapping[str, str] | None = None) -> GuardedResponse: ...
@@ -96,9 +100,11 @@ class _Credentials:
     `token=` cursor must replay as it was sent, or its pages would look all alike.
     """
 
-    def __init__(self, query_param: str | None, redactor: Redactor) -> None:
+    def __init__(self, query_param: str | None, redactor: Redactor,
+                 headers: tuple[str, ...] = RECORDED_HEADERS) -> None:
         self._param = (query_param or "").lower()
         self._redactor = redactor
+        self._headers = headers
 
     def _is_credential(self, name: str, value: str) -> bool:
         return (name.lower() == self._param or REDACTED in value
@@ -119,7 +125,7 @@ class _Credentials:
         return {"method": "GET", "url": self.url(url), "params": self.params(params)}
 
     def headers(self, headers: httpx.Headers) -> dict[str, str]:
-        return {name: self._redactor.scrub_values(headers[name]) for name in RECORDED_HEADERS
+        return {name: self._redactor.scrub_values(headers[name]) for name in self._headers
                 if name in headers}
 
 
@@ -213,7 +219,11 @@ class _Recorder:
 
     def open_client(self, build: Callable[[], Any]) -> _RecordingClient:
         client = build()
-        self._credentials = _Credentials(self._resolved.spec.auth.query_param, client.redactor)
+        spec = self._resolved.spec
+        total = getattr(spec.pagination, "total_header", None)
+        self._credentials = _Credentials(
+            spec.auth.credential_param(), client.redactor,
+            RECORDED_HEADERS + ((total.lower(),) if total else ()))
         return _RecordingClient(client, self)
 
     def record(self, url: str, params: Mapping[str, str] | None,
@@ -331,6 +341,7 @@ class _RecordingClient:
     def __init__(self, client: Any, recorder: _Recorder) -> None:
         self._client = client
         self._recorder = recorder
+        self.redactor: Redactor = client.redactor
 
     def __enter__(self) -> Self:
         return self
@@ -518,6 +529,7 @@ class _ReplayClient:
 
     def __init__(self, replayer: _Replayer) -> None:
         self._replayer = replayer
+        self.redactor = Redactor()  # a replay resolves no secret
 
     def __enter__(self) -> Self:
         return self

@@ -221,29 +221,31 @@ class SecretResolver:
 
     def resolve_auth(self, auth: Auth) -> ResolvedAuth:
         """Resolve every ref of `auth`, refusing values that cannot travel in a header."""
-        if auth.mode == "none" or auth.secret_ref is None:
+        refs = auth.secret_refs()
+        if not refs:
             return ResolvedAuth("none")
-        secret = self.resolve(auth.secret_ref)
+        secret_ref, username_ref = refs[0], auth.username_ref()
+        secret = self.resolve(secret_ref)
         if len(secret.reveal()) < MIN_CREDENTIAL_LENGTH:
             # Too weak to send, and too short to scrub: redacting a 4-letter value would
             # blank out every ordinary word that contains it.
-            _invalid(auth.secret_ref, f"shorter than {MIN_CREDENTIAL_LENGTH} characters")
+            _invalid(secret_ref, f"shorter than {MIN_CREDENTIAL_LENGTH} characters")
         username = None
-        if auth.username_secret_ref is not None:
-            username = self.resolve(auth.username_secret_ref)
+        if username_ref is not None:
+            username = self.resolve(username_ref)
             if ":" in username.reveal():
-                _invalid(auth.username_secret_ref, "a basic-auth user name must not hold ':'")
-        if auth.mode != "apiKeyQuery":
-            for ref, value in ((auth.secret_ref, secret),
-                               (auth.username_secret_ref, username)):
+                _invalid(username_ref, "a basic-auth user name must not hold ':'")
+        query_param = auth.credential_param()
+        if query_param is None:
+            for ref, value in ((secret_ref, secret), (username_ref, username)):
                 if ref is not None and value is not None and _UNSAFE_IN_HEADER.search(
                         value.reveal()):
                     _invalid(ref, "the value holds control characters (line breaks?)")
-        if auth.query_param:
-            self.redactor.add_param(auth.query_param)
+        else:
+            self.redactor.add_param(query_param)
         if username is not None:
             self.redactor.add(basic_token(username, secret))
-        return ResolvedAuth(auth.mode, secret, username, auth.header_name, auth.query_param)
+        return ResolvedAuth(auth.mode, secret, username, auth.credential_header(), query_param)
 
 
 def _invalid(ref: SecretRef, why: str) -> NoReturn:

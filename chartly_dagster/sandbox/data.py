@@ -23,7 +23,10 @@ _MASK = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15  # odd, so i -> salt + i * _GOLDEN is injective mod 2**64
 MAX_EVENTS_PER_HOUR = 3600 * 10_000
 
-TimeStyle = Literal["rfc3339", "epoch_s", "epoch_ms"]
+TimeStyle = Literal["rfc3339", "rfc3339_ms", "epoch_s", "epoch_ms"]
+#: time units per second a stream's events are placed at: rfc3339_ms events fall between
+#: whole seconds (e.g. 23:59:59.500Z), the others on them
+TICKS_PER_SECOND = {"rfc3339": 1, "rfc3339_ms": 1000, "epoch_s": 1, "epoch_ms": 1}
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,11 @@ ENDPOINTS: dict[str, EndpointShape] = {
         EndpointShape("/v1/invoices", "invoice_id", "inv_", "issued_at", "rfc3339"),
         EndpointShape("/v1/metrics", "metric_id", "met_", "ts", "epoch_ms"),
         EndpointShape("/v1/tickets", "ticket_id", "tkt_", "updated_at", "rfc3339"),
+        EndpointShape("/v2/events", "id", "ev2_", "occurred_at", "rfc3339"),
+        EndpointShape("/v2/tickets", "ticket_id", "tk2_", "updated_at", "rfc3339"),
+        EndpointShape("/v1/logs", "log_id", "log_", "logged_at", "rfc3339"),
+        EndpointShape("/v1/readings", "reading_id", "rdg_", "measured_at", "rfc3339_ms"),
+        EndpointShape("/v1/exports", "export_id", "exp_", "created_at", "rfc3339"),
     )
 }
 
@@ -114,9 +122,9 @@ def format_rfc3339(epoch_s: int) -> str:
 class Stream:
     """One endpoint's infinite, deterministic event stream at a fixed rate.
 
-    Event `i` lives in its slot `[floor(i*3600/R), floor((i+1)*3600/R))` seconds after
-    ORIGIN, at a seeded offset inside the slot, so times never decrease and a window
-    maps to indexes without a search over data.
+    Event `i` lives in its slot `[floor(i*3600*T/R), floor((i+1)*3600*T/R))` ticks after
+    ORIGIN (T ticks per second: 1, or 1000 for millisecond times), at a seeded offset inside
+    the slot, so times never decrease and a window maps to indexes without a search.
     """
 
     def __init__(self, path: str, seed: int, events_per_hour: int) -> None:
@@ -130,7 +138,9 @@ class Stream:
         self._salt = _salt(seed, path)
         self._customers, self._texts = _pools(seed)
         shape = self.shape
-        time_value = '"%sT%sZ"' if shape.time_style == "rfc3339" else "%d"
+        self.ticks = TICKS_PER_SECOND[shape.time_style]
+        time_value = {"rfc3339": '"%sT%sZ"', "rfc3339_ms": '"%sT%s.%03dZ"'}.get(
+            shape.time_style, "%d")
         # One bytes %-template per endpoint: a record is a hash plus one format call, and
         # a page is a bytes join (no str -> UTF-8 encode of a 200 KB body).
         self._template = (
@@ -141,24 +151,37 @@ class Stream:
         return _mix64((self._salt + i * _GOLDEN) & _MASK)
 
     def _time_rel(self, i: int, h: int) -> int:
-        base = (i * 3600) // self.rate
-        width = ((i + 1) * 3600) // self.rate - base
+        span = 3600 * self.ticks
+        base = (i * span) // self.rate
+        width = ((i + 1) * span) // self.rate - base
         return base + (h % width if width else 0)
 
+    def ticks_of(self, i: int) -> int:
+        """Epoch time of event `i` in the stream's ticks (seconds, or milliseconds)."""
+        return ORIGIN_EPOCH_S * self.ticks + self._time_rel(i, self._hash(i))
+
     def time_of(self, i: int) -> int:
-        """Epoch seconds of event `i`."""
-        return ORIGIN_EPOCH_S + self._time_rel(i, self._hash(i))
+        """Epoch seconds of event `i` (rounded down for millisecond streams)."""
+        return self.ticks_of(i) // self.ticks
+
+    def first_index_at_ticks(self, t: int) -> int:
+        """Smallest `i` with `ticks_of(i) >= t`."""
+        rel = t - ORIGIN_EPOCH_S * self.ticks
+        k = -((-rel * self.rate) // (3600 * self.ticks))  # first slot starting at or after rel
+        return k - 1 if self.ticks_of(k - 1) >= t else k
 
     def first_index_at_or_after(self, epoch_s: int) -> int:
         """Smallest `i` with `time_of(i) >= epoch_s`: where a window starting there begins."""
-        rel = epoch_s - ORIGIN_EPOCH_S
-        k = -((-rel * self.rate) // 3600)  # smallest i whose slot starts at or after rel
-        return k - 1 if self.time_of(k - 1) >= epoch_s else k
+        return self.first_index_at_ticks(epoch_s * self.ticks)
 
     def index_range(self, start_s: int, end_s: int) -> tuple[int, int]:
         """Indexes `[lo, hi)` of the events in the window `[start_s, end_s)` (epoch seconds)."""
-        lo = self.first_index_at_or_after(start_s)
-        hi = self.first_index_at_or_after(end_s)
+        return self.index_range_ticks(start_s * self.ticks, end_s * self.ticks)
+
+    def index_range_ticks(self, start: int, end: int) -> tuple[int, int]:
+        """Indexes `[lo, hi)` of the events in `[start, end)`, bounds in the stream's ticks."""
+        lo = self.first_index_at_ticks(start)
+        hi = self.first_index_at_ticks(end)
         return lo, max(lo, hi)
 
     def render(self, lo: int, hi: int) -> list[bytes]:
@@ -170,20 +193,25 @@ class Stream:
         customers, texts, currencies = self._customers, self._texts, _CURRENCY_BYTES
         salt, rate, style = self._salt, self.rate, self.shape.time_style
         day_bytes, clock, mask, golden = _day_bytes, _clock_texts(), _MASK, _GOLDEN
+        span, origin = 3600 * self.ticks, ORIGIN_EPOCH_S * self.ticks
         for i in range(lo, hi):
             x = (salt + i * golden) & mask
             x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & mask
             x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & mask
             h = x ^ (x >> 31)
-            base = (i * 3600) // rate
-            width = ((i + 1) * 3600) // rate - base
-            t = ORIGIN_EPOCH_S + base + (h % width if width else 0)
+            base = (i * span) // rate
+            width = ((i + 1) * span) // rate - base
+            t = origin + base + (h % width if width else 0)
             cents = (h >> 16) % 99_900 + 100
             tail = (cents // 100, cents % 100, currencies[(h >> 40) & 7],
                     customers[(h >> 44) & 255], texts[(h >> 52) & 15])
             if style == "rfc3339":
                 day_number, second = divmod(t, 86400)
                 append(template % (h, day_bytes(day_number), clock[second], *tail))
+            elif style == "rfc3339_ms":
+                day_number, ms = divmod(t, 86_400_000)
+                append(template % (h, day_bytes(day_number), clock[ms // 1000], ms % 1000,
+                                   *tail))
             else:
                 append(template % (h, t * 1000 if style == "epoch_ms" else t, *tail))
         return out
@@ -208,6 +236,12 @@ def to_epoch_seconds(moment: datetime | str | int) -> int:
     delta = moment.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
     seconds, micros = delta.days * 86400 + delta.seconds, delta.microseconds
     return seconds + (1 if micros else 0)
+
+
+def to_epoch_ms(moment: datetime) -> int:
+    """An aware datetime as epoch milliseconds, rounded down."""
+    delta = moment.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86400 + delta.seconds) * 1000 + delta.microseconds // 1000
 
 
 def parse_rfc3339(text: str) -> datetime:

@@ -1,9 +1,11 @@
-"""The six paginated endpoints: query parsing, index arithmetic and response bodies.
+"""The paginated endpoints: query parsing, index arithmetic and response bodies.
 
-Each endpoint speaks one pagination style that connector profiles are written against
-(body cursor, next URL, offset, page number, time window, Link header). Bodies are built
-by joining pre-rendered record strings, never by re-serialising dicts, to keep a page of
-1,000 records cheap.
+The first six each speak one pagination style that the shipped profiles are written against
+(body cursor, next URL, offset, page number, time window, Link header). The others behave
+like real APIs that lose data for a careless profile: a cursor under another name, Link
+headers only with a page parameter, a server-side result cap, millisecond times with an
+inclusive end, an error inside a 200. Bodies are built by joining pre-rendered record
+strings, never by re-serialising dicts, to keep a page of 1,000 records cheap.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from urllib.parse import urlencode
 
 import orjson
 
-from .data import Stream, parse_rfc3339, to_epoch_seconds
+from .data import Stream, parse_rfc3339, to_epoch_ms, to_epoch_seconds
 from .faults import Fault
 
 _INT_RE = re.compile(r"^-?[0-9]{1,18}$")
@@ -84,6 +86,18 @@ def _rfc3339(q: dict[str, str], name: str) -> int:
     except ValueError:
         raise BadRequest(f"parameter {name!r} must be an RFC3339 timestamp with an offset "
                          f"(e.g. 2026-02-01T00:00:00Z), got {text[:40]!r}") from None
+
+
+def _rfc3339_ms(q: dict[str, str], name: str, *, round_up: bool) -> int:
+    """An RFC3339 bound (fractions allowed) as epoch milliseconds."""
+    text = _required(q, name)
+    try:
+        moment = parse_rfc3339(text)
+    except ValueError:
+        raise BadRequest(f"parameter {name!r} must be an RFC3339 timestamp with an offset "
+                         f"(e.g. 2026-02-01T00:00:00.250Z), got {text[:40]!r}") from None
+    ms = to_epoch_ms(moment)
+    return ms + 1 if round_up and moment.microsecond % 1000 else ms
 
 
 def _date_days(q: dict[str, str], name: str) -> int:
@@ -157,18 +171,71 @@ def _next_url(req: PageRequest, params: dict[str, str | int]) -> str:
     return f"http://{req.host}{req.path}?{urlencode(params)}"
 
 
-def events(req: PageRequest) -> Reply:
-    """`/v1/events`: cursor in the body (`next_cursor`), window [since, until)."""
+def _since_until(req: PageRequest) -> tuple[int, int]:
     q = req.query
-    limit = _int(q, "limit", default=100, low=1, high=10_000)
-    position, end, first = _resume(req, "cursor", lambda: req.stream.index_range(
-        *_window(_rfc3339(q, "since"), _rfc3339(q, "until"), ("since", "until"))))
+    return req.stream.index_range(*_window(_rfc3339(q, "since"), _rfc3339(q, "until"),
+                                           ("since", "until")))
+
+
+def _cursor_page(req: PageRequest, limit: int, window: Callable[[], tuple[int, int]]
+                 ) -> tuple[bytes, bytes]:
+    """(records, JSON cursor or null) of a body-cursor page sent back in `cursor`."""
+    position, end, first = _resume(req, "cursor", window)
     stop = min(position + limit, end) if position < end else position
     items = _items(req, position, stop, first)
-    cursor = encode_token(req.path, position if _stuck(req) else stop, end)
     has_next = stop < end or _stuck(req)
-    tail = orjson.dumps(cursor if has_next else None)
-    return Reply(200, b'{"data":{"items":[%s]},"next_cursor":%s}' % (items, tail))
+    cursor = encode_token(req.path, position if _stuck(req) else stop, end)
+    return items, orjson.dumps(cursor if has_next else None)
+
+
+def events(req: PageRequest) -> Reply:
+    """`/v1/events`: cursor in the body (`next_cursor`), window [since, until)."""
+    limit = _int(req.query, "limit", default=100, low=1, high=10_000)
+    items, cursor = _cursor_page(req, limit, lambda: _since_until(req))
+    return Reply(200, b'{"data":{"items":[%s]},"next_cursor":%s}' % (items, cursor))
+
+
+def events_v2(req: PageRequest) -> Reply:
+    """`/v2/events`: like /v1/events, but the cursor field is `next` (no `next_cursor`)."""
+    limit = _int(req.query, "limit", default=100, low=1, high=10_000)
+    items, cursor = _cursor_page(req, limit, lambda: _since_until(req))
+    return Reply(200, b'{"items":[%s],"next":%s}' % (items, cursor))
+
+
+def readings(req: PageRequest) -> Reply:
+    """`/v1/readings`: millisecond times, window [from, to] with an INCLUSIVE `to`."""
+    q = req.query
+    limit = _int(q, "limit", default=100, low=1, high=10_000)
+
+    def window() -> tuple[int, int]:
+        lo, hi = _window(_rfc3339_ms(q, "from", round_up=True),
+                         _rfc3339_ms(q, "to", round_up=False), ("from", "to"))
+        return req.stream.index_range_ticks(lo, hi + 1)
+
+    items, cursor = _cursor_page(req, limit, window)
+    return Reply(200, b'{"data":{"items":[%s]},"next_cursor":%s}' % (items, cursor))
+
+
+#: the largest page /v1/exports serves; a larger `limit` is refused inside a 200
+EXPORTS_MAX_LIMIT = 500
+
+
+def exports(req: PageRequest) -> Reply:
+    """`/v1/exports`: cursor pages whose body has an `error` field, set (on HTTP 200) when
+    `limit` is above 500; records are rows (JSON arrays of the values) unless
+    `format=objects`."""
+    q = req.query
+    limit = _int(q, "limit", default=100, low=1, high=10_000)
+    if q.get("format", "rows") not in ("rows", "objects"):
+        raise BadRequest("parameter 'format' must be 'rows' or 'objects'")
+    if limit > EXPORTS_MAX_LIMIT:
+        message = orjson.dumps(f"limit must be <= {EXPORTS_MAX_LIMIT}")
+        return Reply(200, b'{"error":%s,"data":{"items":[]},"next_cursor":null}' % message)
+    items, cursor = _cursor_page(req, limit, lambda: _since_until(req))
+    if q.get("format", "rows") == "rows":
+        items = orjson.dumps([list(r.values()) for r in orjson.loads(b"[%s]" % items)])[1:-1]
+    return Reply(200, b'{"error":null,"data":{"items":[%s]},"next_cursor":%s}'
+                 % (items, cursor))
 
 
 def feed(req: PageRequest) -> Reply:
@@ -227,7 +294,8 @@ def metrics(req: PageRequest) -> Reply:
 
 
 def tickets(req: PageRequest) -> Reply:
-    """`/v1/tickets`: top-level array, next page in an RFC 8288 `Link: <...>; rel="next"`."""
+    """`/v1/tickets`: top-level array, next page in an RFC 8288 `Link: <...>; rel="next"`;
+    the last page links only its first page (`rel="first"`), the explicit end."""
     q = req.query
     size = _int(q, "per_page", default=100, low=1, high=1_000)
     after, before = q.get("updated_after"), q.get("updated_before")
@@ -236,13 +304,60 @@ def tickets(req: PageRequest) -> Reply:
                  ("updated_after", "updated_before"))))
     stop = min(position + size, end) if position < end else position
     items = _items(req, position, stop, first)
-    headers = []
+    params: dict[str, str | int] = {k: v for k, v in (("updated_after", after),
+                                                       ("updated_before", before))
+                                    if v is not None}
+    params["per_page"] = size
     if stop < end or _stuck(req):
-        params: dict[str, str | int] = {k: v for k, v in (("updated_after", after),
-                                                           ("updated_before", before))
-                                        if v is not None}
-        params["per_page"] = size
         params["page_token"] = encode_token(req.path, position if _stuck(req) else stop, end)
+        link = f'<{_next_url(req, params)}>; rel="next"'
+    else:
+        link = f'<{_next_url(req, params)}>; rel="first"'
+    return Reply(200, b"[%s]" % items, [("Link", link)])
+
+
+def tickets_v2(req: PageRequest) -> Reply:
+    """`/v2/tickets`: `page`/`per_page`, total only in `X-Total-Count`; Link headers only
+    when `page` is sent (without it: the first `per_page` records and no Link at all)."""
+    q = req.query
+    size = _int(q, "per_page", default=100, low=1, high=1_000)
+    lo, hi = req.stream.index_range(*_window(_rfc3339(q, "updated_after"),
+                                             _rfc3339(q, "updated_before"),
+                                             ("updated_after", "updated_before")))
+    page = _int(q, "page", default=1, low=1, high=10_000_000)
+    a = min(lo + (page - 1) * size, hi)
+    items = _items(req, a, min(a + size, hi), page == 1)
+    headers = [("X-Total-Count", str(hi - lo))]
+    if "page" in q:
+        last = max(1, -(-(hi - lo) // size))
+        links = [("first", 1), *([("prev", page - 1)] if page > 1 else []),
+                 *([("next", page + 1)] if page < last else []), ("last", last)]
+        headers.append(("Link", ", ".join(
+            f'<{_next_url(req, {**q, "page": number})}>; rel="{rel}"' for rel, number in links)))
+    return Reply(200, b"[%s]" % items, headers)
+
+
+#: the most records /v1/logs serves for one window, like a search API's result window
+LOGS_MAX_RESULTS = 500
+
+
+def logs(req: PageRequest) -> Reply:
+    """`/v1/logs`: Link-header pages that stop after 500 records of a window, with no Link
+    header at all on the last page, so a busy window ends on a full page."""
+    q = req.query
+    size = _int(q, "per_page", default=100, low=1, high=1_000)
+
+    def window() -> tuple[int, int]:
+        lo, hi = _since_until(req)
+        return lo, min(hi, lo + LOGS_MAX_RESULTS)
+
+    position, end, first = _resume(req, "page_token", window)
+    stop = min(position + size, end) if position < end else position
+    items = _items(req, position, stop, first)
+    headers = []
+    if stop < end:
+        params: dict[str, str | int] = {k: v for k, v in q.items() if k != "page_token"}
+        params["page_token"] = encode_token(req.path, stop, end)
         headers.append(("Link", f'<{_next_url(req, params)}>; rel="next"'))
     return Reply(200, b"[%s]" % items, headers)
 
@@ -254,4 +369,9 @@ ROUTES: dict[str, Callable[[PageRequest], Reply]] = {
     "/v1/invoices": invoices,
     "/v1/metrics": metrics,
     "/v1/tickets": tickets,
+    "/v2/events": events_v2,
+    "/v2/tickets": tickets_v2,
+    "/v1/logs": logs,
+    "/v1/readings": readings,
+    "/v1/exports": exports,
 }

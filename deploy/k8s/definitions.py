@@ -23,21 +23,20 @@ from pathlib import Path
 from dagster import EnvVar
 
 from chartly_dagster.integration import (
-    ChartlyEgressResource,
-    ChartlySecretsResource,
-    ChartlyStorageResource,
+    ChartlyResource,
+    SecretsConfig,
+    StorageConfig,
     build_definitions,
 )
 
-ENV = os.environ.get("CHARTLY_ENV", "prod")
 PROFILES = Path(os.environ.get("CHARTLY_PROFILES_DIR",
                                Path(__file__).resolve().parents[2] / "profiles"))
 
 defs = build_definitions(
     PROFILES,
-    env=ENV,
-    storage=ChartlyStorageResource(root=EnvVar("CHARTLY_STORAGE_ROOT"),
-                                   staging_root=EnvVar("CHARTLY_STAGING_ROOT")),
-    secrets=ChartlySecretsResource(secrets_dir=EnvVar("CHARTLY_SECRETS_DIR")),
-    egress=ChartlyEgressResource(env=ENV),
+    resource=ChartlyResource(
+        env=os.environ.get("CHARTLY_ENV", "prod"),
+        storage=StorageConfig(root=EnvVar("CHARTLY_STORAGE_ROOT"),
+                              staging_root=EnvVar("CHARTLY_STAGING_ROOT")),
+        secrets=SecretsConfig(secrets_dir_env_var="CHARTLY_SECRETS_DIR")),
 )

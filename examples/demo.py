@@ -26,15 +26,14 @@ from dagster import (
     TimeWindow,
     TimeWindowPartitionsDefinition,
 )
-from dagster._core.storage.tags import (
+
+from chartly_dagster.cli.render import table
+from chartly_dagster.integration import PartitionMetadata
+from chartly_dagster.integration._compat import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
 )
-
-from .cli.render import table
-from .integration import metadata as md
-from .integration.assets import DEFAULT_MAX_PARTITIONS_PER_RUN
-from .sandbox import run_sandbox
+from chartly_dagster.sandbox import run_sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
 SANDBOX_PORT = 8765
@@ -74,12 +73,8 @@ def _load_code_location() -> Definitions:
     return runpy.run_path(str(ROOT / "definitions.py"))["defs"]
 
 
-def _chunks(keys: list[str], size: int) -> list[list[str]]:
-    return [keys[i:i + size] for i in range(0, len(keys), size)]
-
-
 def run_week(defs: Definitions, instance: DagsterInstance) -> dict[str, dict[str, bool]]:
-    """Every project job over the week, in runs of at most the backfill policy's size."""
+    """Every project job over the week, one run per job (a range is one run)."""
     checks: dict[str, dict[str, bool]] = {}
     for job_def in defs.jobs or []:
         if job_def.name.endswith("_job"):  # per-profile jobs back the schedules
@@ -88,49 +83,55 @@ def run_week(defs: Definitions, instance: DagsterInstance) -> dict[str, dict[str
         partitions = job.partitions_def
         assert isinstance(partitions, TimeWindowPartitionsDefinition)
         keys = list(partitions.get_partition_keys_in_time_window(TimeWindow(*WEEK)))
-        for chunk in _chunks(keys, DEFAULT_MAX_PARTITIONS_PER_RUN):
-            print(f"  {job.name}: {chunk[0]} .. {chunk[-1]} ({len(chunk)} windows, one run)")
-            result = job.execute_in_process(instance=instance, raise_on_error=False,
-                                            run_config=QUIET_RUN_CONFIG, tags={
-                ASSET_PARTITION_RANGE_START_TAG: chunk[0],
-                ASSET_PARTITION_RANGE_END_TAG: chunk[-1]})
-            for event in result.all_events:
-                if event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
-                    data = event.event_specific_data
-                    checks.setdefault(data.asset_key.to_user_string(), {})[
-                        data.check_name] = data.passed
+        print(f"  {job.name}: {keys[0]} .. {keys[-1]} ({len(keys)} windows, one run)")
+        result = job.execute_in_process(instance=instance, raise_on_error=False,
+                                        run_config=QUIET_RUN_CONFIG, tags={
+            ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]})
+        for event in result.all_events:
+            if event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
+                data = event.event_specific_data
+                checks.setdefault(data.asset_key.to_user_string(), {})[
+                    data.check_name] = data.passed
     return checks
 
 
-def _partition_rows(instance: DagsterInstance, key: AssetKey) -> list[dict[str, Any]]:
+def _week_metadata(instance: DagsterInstance, key: AssetKey,
+                   partitions_def: TimeWindowPartitionsDefinition) -> list[dict[str, Any]]:
+    """The newest materialization's metadata of each of the week's partitions."""
+    week = partitions_def.get_partition_keys_in_time_window(TimeWindow(*WEEK))
     records = instance.fetch_materializations(AssetRecordsFilter(
-        asset_key=key), limit=10_000).records
+        asset_key=key, asset_partitions=week), limit=10_000).records
     latest: dict[str, dict[str, Any]] = {}
     for record in records:  # newest first
         mat = record.asset_materialization
         if mat is not None and mat.partition and mat.partition not in latest:
-            latest[mat.partition] = {k: md.raw_value(v) for k, v in mat.metadata.items()}
+            latest[mat.partition] = dict(mat.metadata)
     return [latest[k] for k in sorted(latest)]
+
+
+def _records(metadata: dict[str, Any]) -> int:
+    """Connector partitions carry PartitionMetadata; the example summary its own `records`."""
+    own = metadata.get("records")
+    return int(own.value) if own is not None else PartitionMetadata.extract(metadata).records
 
 
 def report(defs: Definitions, instance: DagsterInstance,
            checks: dict[str, dict[str, bool]]) -> str:
     rows = []
     for asset_def in defs.assets or []:
+        partitions_def = asset_def.partitions_def
+        assert isinstance(partitions_def, TimeWindowPartitionsDefinition)
         for key in asset_def.keys:
-            metas = [m for m in _partition_rows(instance, key) if m.get(md.WINDOW_START, "")
-                     and WEEK[0].strftime("%Y-%m-%d") <= m[md.WINDOW_START][:10]
-                     < WEEK[1].strftime("%Y-%m-%d")]
+            metas = _week_metadata(instance, key, partitions_def)
             verdicts = checks.get(key.to_user_string(), {})
             check_text = " ".join(f"{name}={'pass' if ok else 'FAIL'}"
                                   for name, ok in sorted(verdicts.items())) or "-"
-            last = metas[-1] if metas else {}
-            checkpoint = last.get(md.CHECKPOINT) or {}
+            last = PartitionMetadata.extract(metas[-1] if metas else {})
+            checkpoint = last.checkpoint or {}
             rows.append([key.to_user_string(), str(len(metas)),
-                         str(sum(int(m.get(md.RECORDS, m.get("records", 0))) for m in metas)),
-                         check_text,
+                         str(sum(_records(m) for m in metas)), check_text,
                          f"{checkpoint.get('checkpoint_type', '-')} "
-                         f"{last.get(md.WATERMARK) or ''}".strip()])
+                         f"{last.watermark or ''}".strip()])
     return table(["asset", "partitions", "rows", "checks", "checkpoint (last window)"], rows)
 
 

@@ -1,0 +1,22 @@
+"""The few Dagster internals this integration needs, imported in one place.
+
+Dagster does not export these names publicly (run tags that carry a run's partitions, the
+type `define_asset_job` returns); when a Dagster upgrade moves one, this module is the only
+file to change.
+"""
+
+from dagster._core.definitions.unresolved_asset_job_definition import (
+    UnresolvedAssetJobDefinition,
+)
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    PARTITION_NAME_TAG,
+)
+
+__all__ = [
+    "ASSET_PARTITION_RANGE_END_TAG",
+    "ASSET_PARTITION_RANGE_START_TAG",
+    "PARTITION_NAME_TAG",
+    "UnresolvedAssetJobDefinition",
+]

@@ -1,0 +1,71 @@
+"""`@chartly_assets` with a body the user writes, run through Dagster.
+
+No `from __future__ import annotations` here: Dagster reads the decorated functions' real
+annotations to find the context type and the resource.
+"""
+
+from pathlib import Path
+
+from dagster import (
+    AssetExecutionContext,
+    DagsterEventType,
+    DagsterInstance,
+    MaterializeResult,
+    materialize,
+)
+
+from chartly_dagster.integration import (
+    ChartlyResource,
+    ConnectorProfileTranslator,
+    PartitionMetadata,
+    chartly_assets,
+    load_profile,
+)
+from chartly_dagster.integration.metadata import META_KEY_PROFILE, META_KEY_TRANSLATOR
+from chartly_dagster.sandbox import Sandbox
+
+ORDERS_DEV = "tenant-demo/proj-sales::connector/orders@2.1.0#dev"
+
+
+def test_user_body_wraps_the_event_iterator(sandbox: Sandbox, sandbox_profiles: Path,
+                                            secrets_env: dict,
+                                            dagster_instance: DagsterInstance) -> None:
+    profile = load_profile(sandbox_profiles, ORDERS_DEV)
+    translator = ConnectorProfileTranslator()
+    seen: list[str] = []
+
+    @chartly_assets(profile=profile, translator=translator)
+    def orders(context: AssetExecutionContext, chartly: ChartlyResource):
+        for event in chartly.fetch(context):
+            seen.append(type(event).__name__)
+            yield event
+
+    spec_metadata = orders.metadata_by_key[orders.key]
+    assert spec_metadata[META_KEY_PROFILE] is profile
+    assert spec_metadata[META_KEY_TRANSLATOR] is translator
+    result = materialize([orders], instance=dagster_instance,
+                         partition_key="2026-01-05", resources={
+                             "chartly": ChartlyResource(env="dev")})
+    assert result.success
+    # The window's completion, then the one result of the step (page observations are
+    # logged as they happen, not yielded, so a crash cannot lose them).
+    assert seen == ["AssetObservation", MaterializeResult.__name__]
+    meta = PartitionMetadata.extract(
+        result.asset_materializations_for_node(orders.node_def.name)[0].metadata)
+    assert meta.profile_ref == ORDERS_DEV and meta.env == "dev" and meta.records > 0
+
+
+def test_resource_env_the_profile_does_not_allow_fails_before_any_request(
+        sandbox: Sandbox, sandbox_profiles: Path, dagster_instance: DagsterInstance) -> None:
+    @chartly_assets(profile=load_profile(sandbox_profiles, ORDERS_DEV))
+    def orders(context: AssetExecutionContext, chartly: ChartlyResource):
+        yield from chartly.fetch(context)
+
+    result = materialize([orders], instance=dagster_instance, partition_key="2026-01-05",
+                         resources={"chartly": ChartlyResource(env="prod")},
+                         raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE)
+    message = failure.step_failure_data.error.message
+    assert "not enabled for env 'prod'" in message and ORDERS_DEV in message
+    assert sandbox.request_log == []
