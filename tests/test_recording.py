@@ -401,32 +401,41 @@ def test_bodies_headers_and_urls_echoing_the_credential_are_recorded_scrubbed(
 
 
 def _token_pages(handler) -> None:
-    """Link pagination whose cursor parameter is called `token` (a credential-like name)."""
+    """Link pagination whose cursor parameter is called `token` (a credential-like name),
+    with the total in a header of the upstream's own naming."""
     token = dict(parse_qsl(handler.path.partition("?")[2])).get("token", "p1")
     number = int(token[1:])
     body = json.dumps([{"id": f"r{number}", "ts": f"2026-02-01T0{number}:00:00Z"}]).encode()
     rel = f'</events?token=p{number + 1}>; rel="next"' if number < 3 else (
         '</events?token=p1>; rel="first"')  # an explicit end, as GitHub sends
-    reply(handler, 200, body, {"Link": rel})
+    reply(handler, 200, body, {"Link": rel, "X-Result-Total": "3", "X-Request-Id": token})
 
 
-def test_an_upstream_cursor_named_token_replays_page_by_page(tmp_path: Path,
-                                                             trap: NetworkTrap) -> None:
+def _link_profile(port: int) -> ResolvedProfile:
+    base = make_profile(f"http://{API_HOST}:{port}", cidrs=["127.0.0.0/8"], ports=[port])
+    doc = copy.deepcopy(base.document)
+    doc["spec"]["pagination"] = {"mode": "link", "pageSize": 1, "limitParam": "per_page",
+                                 "totalHeader": "X-Result-Total"}
+    profile = ConnectorProfile.model_validate(doc)
+    return ResolvedProfile(ref_of(profile), profile, doc, "sha256:token-test", "t.yaml")
+
+
+def test_an_upstream_cursor_named_token_and_its_total_header_replay(
+        tmp_path: Path, trap: NetworkTrap) -> None:
     with serve(_token_pages) as srv:
-        base = make_profile(f"http://{API_HOST}:{srv.port}", cidrs=["127.0.0.0/8"],
-                            ports=[srv.port])
-        doc = copy.deepcopy(base.document)
-        doc["spec"]["pagination"] = {"mode": "link"}
-        profile = ConnectorProfile.model_validate(doc)
-        resolved = ResolvedProfile(ref_of(profile), profile, doc, "sha256:token-test", "t.yaml")
+        resolved = _link_profile(srv.port)
         plan = build_plan(resolved, DAY)
         recorded = fetch_window(
             resolved, DAY, plan, target=WindowTarget.at(str(tmp_path / "live")),
             network=NetworkOptions("dev", recording=RecordTo(Storage.parse(str(tmp_path)))),
             seams=Seams(resolver=FakeResolver({API_HOST: ["127.0.0.1"]})))
     assert recorded.pages == 3
-    text = (recording_of(tmp_path) / "responses.jsonl").read_text()
-    assert "token=p2" in text and "token=p3" in text  # the upstream's cursor, kept as sent
+    lines = [json.loads(line) for line in
+             (recording_of(tmp_path) / "responses.jsonl").read_text().splitlines()]
+    assert [r["request"]["url"].partition("?")[2] for r in lines] == [
+        "", "token=p2", "token=p3"]  # the upstream's cursor, kept as sent
+    assert all(r["headers"]["x-result-total"] == "3" for r in lines)  # the profile reads it
+    assert all("x-request-id" not in r["headers"] for r in lines)  # nothing reads this one
     trap.armed = True
     replayed = fetch_window(resolved, DAY, plan, target=WindowTarget.at(str(tmp_path / "r")),
                             network=NetworkOptions("dev", recording=ReplayFrom(str(tmp_path))))
