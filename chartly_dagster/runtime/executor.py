@@ -218,14 +218,14 @@ class WindowResult:
         checkpoint = {k: v for k, v in self.checkpoint.to_contract().items()
                       if k != "updated_at"}
         section = {"outcome": self.outcome, "ended_by": self.ended_by,
-                "records": self.records, "pages": self.pages,
-                "bytes": self.bytes, "requests": self.requests, "retries": self.retries,
-                "dropped_out_of_window": self.dropped_out_of_window,
-                "duplicates": self.duplicates, "content_hash": self.content_hash,
-                "checkpoint": checkpoint, "output": self.uri, "file_bytes": self.file_bytes,
-                "duration_seconds": round(self.duration_seconds, 3),
-                "watermark": self.watermark, "resumed_from_page": self.resumed_from_page,
-                "capped_by": self.capped_by, "findings": self.findings}
+                   "records": self.records, "pages": self.pages,
+                   "bytes": self.bytes, "requests": self.requests, "retries": self.retries,
+                   "dropped_out_of_window": self.dropped_out_of_window,
+                   "duplicates": self.duplicates, "content_hash": self.content_hash,
+                   "checkpoint": checkpoint, "output": self.uri, "file_bytes": self.file_bytes,
+                   "duration_seconds": round(self.duration_seconds, 3),
+                   "watermark": self.watermark, "resumed_from_page": self.resumed_from_page,
+                   "capped_by": self.capped_by, "findings": self.findings}
         if self.recorded is not None:
             recorded = self.recorded
             section.update({"response_hash": recorded.response_hash,
