@@ -121,6 +121,13 @@ def add_parser(tools: argparse._SubParsersAction) -> None:
     run.add_argument("--overwrite", action="store_true",
                      help="replace a window file that another plan wrote (refused "
                           "otherwise, exit 3)")
+    recording = run.add_mutually_exclusive_group()
+    recording.add_argument("--record", metavar="DIR",
+                           help="keep every response of the window under DIR (default: next "
+                                "to the output when the profile records, as in dev)")
+    recording.add_argument("--replay", metavar="DIR",
+                           help="offline: re-run the window from its recording under DIR; "
+                                "needs no --apply, nothing leaves the machine")
     _network(run)
     _common(run)
 
@@ -213,9 +220,12 @@ def blocked_unless_applied(args: argparse.Namespace, mode: str, doc: dict[str, A
 
 def _run(args: argparse.Namespace, out: Output) -> int:
     inv, resolved, window, plan = plan_invocation(args, "run")
-    blocked = blocked_unless_applied(args, "run", document(inv, resolved, window, plan), out)
-    if blocked is not None:
-        return blocked
+    # A replay reads a recording and opens no connection, so it needs no --apply.
+    if not args.replay:
+        blocked = blocked_unless_applied(args, "run", document(inv, resolved, window, plan),
+                                         out)
+        if blocked is not None:
+            return blocked
     from .run import execute_run
 
     return execute_run(args, out, inv, resolved, window, plan)

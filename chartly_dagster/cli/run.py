@@ -27,6 +27,7 @@ from ..runtime.executor import (
     fetch_window,
     window_file_name,
 )
+from ..runtime.recording import RecordTo, ReplayFrom, recording_enabled
 from ..runtime.redact import Redactor
 from ..runtime.secrets import EnvSecretProvider, FileSecretProvider, SecretResolver
 from ..runtime.storage import Storage
@@ -82,6 +83,19 @@ def _refuse_other_plan(storage: Storage, relative: str, plan: Plan) -> None:
         field="--overwrite")
 
 
+def _recording(args: argparse.Namespace, inv: Invocation, resolved: ResolvedProfile,
+               storage: Storage) -> RecordTo | ReplayFrom | None:
+    """`--replay DIR`, `--record DIR`, else the profile's setting (on in dev) next to the
+    output."""
+    if args.replay:
+        return ReplayFrom(args.replay)
+    if args.record:
+        target = Storage.parse(args.record, field="--record")
+        target.check_writable()
+        return RecordTo(target)
+    return RecordTo(storage) if recording_enabled(resolved.spec, inv.env) else None
+
+
 def execute_run(args: argparse.Namespace, out: Output, inv: Invocation,
                 resolved: ResolvedProfile, window: Window, plan: Plan) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
@@ -92,8 +106,10 @@ def execute_run(args: argparse.Namespace, out: Output, inv: Invocation,
         storage.check_writable()
         if not args.overwrite:
             _refuse_other_plan(storage, window_file_name(resolved, window, None), plan)
+        network = NetworkOptions(inv.env, secrets, recording=_recording(args, inv, resolved,
+                                                                        storage))
         result = fetch_window(resolved, window, plan, target=WindowTarget(storage),
-                              network=NetworkOptions(inv.env, secrets), on_progress=progress)
+                              network=network, on_progress=progress)
     except ChartlyError as exc:
         doc = document(inv, resolved, window, plan, code=exc.code,
                        findings=[{"code": exc.code, "path": exc.field or "run",
@@ -107,6 +123,12 @@ def execute_run(args: argparse.Namespace, out: Output, inv: Invocation,
     # not a failure.
     findings = [{"code": f["code"], "path": "results", "message": f["message"]}
                 for f in result.findings if f["code"] != "cap_reached"]
+    replayed = result.recorded
+    if replayed is not None and replayed.replayed and (
+            replayed.content_hash != result.content_hash):
+        findings.append({"code": "replay_content_differs", "path": "results.content_hash",
+                         "message": f"the replay wrote content {result.content_hash}, the "
+                                    f"recorded run {replayed.content_hash}"})
     doc = document(inv, resolved, window, plan, findings=findings,
                    results=result.results_section())
     out.emit(doc, render_document(doc))

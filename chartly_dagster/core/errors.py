@@ -10,6 +10,7 @@ retried is a property of its class (`retryable`), never of its message. The whol
     │   └── RefSyntaxError                  invalid_ref              2
     ├── PreconditionFailed                  precondition_failed      3
     │   ├── ProfileNotFound                 profile_not_found        3
+    │   ├── RecordingNotFound (runtime)     recording_not_found      3
     │   └── SecretNotFound (runtime)        secret_not_found         3
     ├── ValidationFailed                    validation_failed        4
     │   ├── ProfileInvalid                  profile_invalid          4
@@ -18,6 +19,8 @@ retried is a property of its class (`retryable`), never of its message. The whol
     │   │   └── PossiblyTruncated           possibly_truncated       4          no explicit end
     │   ├── ProfileMismatch                 profile_mismatch         4          profile vs upstream
     │   ├── EgressRefused (runtime)         egress_refused           4
+    │   ├── RecordingCorrupt (runtime)      recording_corrupt        4
+    │   ├── RecordingMismatch (runtime)     recording_mismatch       4
     │   ├── ResponseTooLarge (runtime)      response_too_large       4
     │   └── SecretInvalid (runtime)         secret_invalid           4
     ├── UnsafeOperationBlocked              unsafe_operation_blocked 5

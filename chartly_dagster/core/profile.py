@@ -793,6 +793,13 @@ class FreshnessSpec(StrictModel):
         return self
 
 
+class RecordingSpec(StrictModel):
+    enabled: bool = Field(description="Keep every response of a window (gzip, content-"
+                                      "addressed) next to its partition file, so the window can "
+                                      "be replayed offline and re-derived by the determinism "
+                                      "check. Absent: on in dev, off in staging and prod.")
+
+
 class ConnectorSpec(StrictModel):
     envs: list[Env] = Field(min_length=1, description="Environments that may run this profile.")
     transport: Transport
@@ -811,6 +818,9 @@ class ConnectorSpec(StrictModel):
     freshness: FreshnessSpec | None = Field(None, description=(
         "How stale the newest window may get; the Dagster asset carries it as its "
         "freshness policy."))
+    recording: RecordingSpec | None = Field(None, description=(
+        "Response recording for replay and re-derivation; absent: on in dev only."))
+    added_fields: ClassVar[frozenset[str]] = frozenset({"freshness", "recording"})
 
     @field_validator("envs")
     @classmethod

@@ -40,6 +40,7 @@ from ._compat import (
 )
 from .metadata import PartitionMetadata, StoredMetadata
 from .partitions import window_for_partition
+from .recordings import rederive
 from .resources import ChartlyResource, StorageConfig
 
 ENVELOPE_CHECK = "envelope_valid"
@@ -196,7 +197,9 @@ def _determinism_verdict(resolved: ResolvedProfile, storage: StorageConfig,
     if actual != meta.content_hash:
         problems.append({"code": "content_hash_mismatch", "materialized":
                          meta.content_hash, "recomputed": actual, "uri": uri})
-    return {"ok": not problems, "findings": problems}
+    derivation, rederive_problems = rederive(resolved, meta, window)
+    problems += rederive_problems
+    return {"ok": not problems, **derivation, "findings": problems}
 
 
 def _streamed_content_hash(storage: StorageConfig, uri: str) -> str:
@@ -215,7 +218,9 @@ def build_determinism_check(resolved: ResolvedProfile, key: AssetKey,
     @asset_check(asset=key, name=DETERMINISM_CHECK, blocking=True, description=(
         "The partition's plan hash recomputes from the current resolved profile, the file's "
         "content hash matches its metadata, the profile has not drifted since it was "
-        "materialized, and the golden plan (if the profile names one) still matches."))
+        "materialized, and the golden plan (if the profile names one) still matches. A "
+        "recorded partition is re-derived from its recording (verdict 're-derived'), "
+        "otherwise only its integrity is proven ('integrity only')."))
     def _deterministic(context: AssetCheckExecutionContext,
                        chartly: ChartlyResource) -> AssetCheckResult:
         verdicts = judge_partitions(

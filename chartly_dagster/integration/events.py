@@ -35,12 +35,14 @@ from ..runtime.executor import (
     WindowTarget,
     fetch_window,
 )
+from ..runtime.recording import RecordTo, recording_enabled
 from ..runtime.secrets import SecretResolver
 from ..runtime.storage import Storage
 from . import metadata as md
 from .checkpoints import last_materialization, resume_checkpoint
 from .metadata import PartitionMetadata
 from .partitions import previous_partition_key, window_for_partition
+from .recordings import recording_fields
 
 
 def column_schema(result: WindowResult) -> TableSchema:
@@ -65,7 +67,8 @@ def partition_metadata(result: WindowResult, *, env: str, previous: PartitionMet
         watermark=result.watermark, previous_watermark=previous_watermark,
         checkpoint=result.checkpoint.to_contract(),
         previous_checkpoint=previous.checkpoint if previous else None,
-        findings=tuple(result.findings), column_schema=column_schema(result))
+        findings=tuple(result.findings), column_schema=column_schema(result),
+        **recording_fields(result))
 
 
 def _progress_observer(context: AssetExecutionContext, key: AssetKey, partition: str,
@@ -116,6 +119,7 @@ def profile_of(context: AssetExecutionContext) -> ResolvedProfile:
 
 def connector_events(context: AssetExecutionContext, *, env: str, destination: str,
                      staging_dir: str, secrets: SecretResolver, env_policy: EnvPolicy,
+                     record_responses: bool | None = None,
                      ) -> Iterator[AssetObservation | MaterializeResult]:
     """Fetch every partition of the run in order, resuming any window left in flight.
 
@@ -137,7 +141,9 @@ def connector_events(context: AssetExecutionContext, *, env: str, destination: s
         raise Failure(description=exc.message, allow_retries=False) from exc
     instance = context.instance
     storage = Storage.parse(destination)
-    network = NetworkOptions(env, secrets, env_policy)
+    record = recording_enabled(resolved.spec, env, record_responses)
+    network = NetworkOptions(env, secrets, env_policy,
+                             recording=RecordTo(storage) if record else None)
     # Windows finished earlier in this run are not materialized until the step ends.
     watermarks: dict[str, str | None] = {}
     for partition in context.partition_keys:

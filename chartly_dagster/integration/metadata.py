@@ -113,6 +113,11 @@ class PartitionMetadata(StoredMetadata):
     previous_checkpoint: dict[str, Any] | None = None
     findings: tuple[dict[str, Any], ...] = ()
     column_schema: TableSchema | None = None
+    #: the recording of the window's responses (none: not recorded)
+    response_hash: str | None = None
+    recording_uri: str | None = None
+    recording_bytes: int = 0
+    recorded_responses: int = 0
 
     _JSON: ClassVar[frozenset[str]] = frozenset({"checkpoint", "previous_checkpoint",
                                                  "findings"})

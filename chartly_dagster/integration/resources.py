@@ -58,6 +58,10 @@ class StorageConfig(Config):
         "are written under; default <DAGSTER_HOME>/chartly/data."))
     staging_root: str | None = Field(None, description=(
         "Local folder for windows in flight; default <DAGSTER_HOME>/chartly/staging."))
+    record_responses: bool | None = Field(None, description=(
+        "Record every response of each partition next to its file (replayable, re-derived "
+        "by the deterministic check); overrides the profile's recording.enabled. Default: "
+        "the profile's setting, else on in dev only."))
 
     def destination(self, instance: DagsterInstance) -> str:
         return (self.root or f"{instance.root_directory}/chartly/data").rstrip("/")
@@ -168,4 +172,5 @@ class ChartlyResource(ConfigurableResource):
         return connector_events(
             context, env=self.env, destination=self.storage.destination(context.instance),
             staging_dir=self.storage.staging_dir(context.instance),
-            secrets=self.secrets.resolver(), env_policy=self.egress.policy())
+            secrets=self.secrets.resolver(), env_policy=self.egress.policy(),
+            record_responses=self.storage.record_responses)

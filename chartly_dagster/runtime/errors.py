@@ -24,6 +24,9 @@ __all__ = [
     "EgressRefused",
     "MalformedResponse",
     "Reason",
+    "RecordingCorrupt",
+    "RecordingMismatch",
+    "RecordingNotFound",
     "ResponseTooLarge",
     "SecretInvalid",
     "SecretNotFound",
@@ -142,3 +145,21 @@ class SecretInvalid(ValidationFailed):
 
     code = "secret_invalid"
     reason = Reason.SECRET_INVALID
+
+
+class RecordingNotFound(PreconditionFailed):
+    """A replay names a folder that holds no recording of the window."""
+
+    code = "recording_not_found"
+
+
+class RecordingMismatch(ValidationFailed):
+    """A recording of another plan, or a run that asks for other requests than it holds."""
+
+    code = "recording_mismatch"
+
+
+class RecordingCorrupt(ValidationFailed):
+    """A recording whose bytes no longer match its hashes (the message names the page)."""
+
+    code = "recording_corrupt"

@@ -12,7 +12,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ from .envelope import (
 from .http import GuardedClient, build_client
 from .paginate import STOPPED_ON_FINDING, PageInfo, PageRequest, Paginator, read_records
 from .ratelimit import bucket_for
+from .recording import PageClient, RecordedWindow, RecordTo, ReplayFrom, WindowRecording
 from .retry import RetryBudget, RetryPolicy, classify_response
 from .secrets import SecretResolver
 from .storage import PageStaging, Storage, WindowFileWriter
@@ -78,14 +79,21 @@ class Checkpoint:
     bytes: int
     watermark: str | None
     updated_at: str
+    #: responses recorded so far (recorded windows only), where a resumed recording continues
+    responses: int | None = None
+    #: the finished window's response hash (recorded windows only)
+    response_hash: str | None = None
 
     def to_contract(self) -> dict[str, Any]:
+        payload = {"position": self.position, "pages": self.pages, "records": self.records,
+                   "sequence_next": self.sequence_next, "dropped": self.dropped,
+                   "bytes": self.bytes, "watermark": self.watermark}
+        if self.responses is not None:
+            payload["responses"] = self.responses
+        if self.response_hash is not None:
+            payload["response_hash"] = self.response_hash
         return {"scope": dict(self.scope), "checkpoint_type": self.checkpoint_type,
-                "payload": {"position": self.position, "pages": self.pages,
-                            "records": self.records, "sequence_next": self.sequence_next,
-                            "dropped": self.dropped, "bytes": self.bytes,
-                            "watermark": self.watermark},
-                "updated_at": self.updated_at}
+                "payload": payload, "updated_at": self.updated_at}
 
     @classmethod
     def from_contract(cls, data: dict[str, Any]) -> Checkpoint:
@@ -97,7 +105,9 @@ class Checkpoint:
                    records=int(payload["records"]),
                    sequence_next=int(payload["sequence_next"]),
                    dropped=int(payload["dropped"]), bytes=int(payload["bytes"]),
-                   watermark=payload["watermark"], updated_at=str(data["updated_at"]))
+                   watermark=payload["watermark"], updated_at=str(data["updated_at"]),
+                   responses=(int(payload["responses"]) if "responses" in payload else None),
+                   response_hash=payload.get("response_hash"))
 
 
 @dataclass(frozen=True)
@@ -151,11 +161,14 @@ class WindowTarget:
 
 @dataclass(frozen=True)
 class NetworkOptions:
-    """How the window reaches its upstream: the env, its secrets and the env's policy."""
+    """How the window reaches its upstream: the env, its secrets and the env's policy;
+    `recording` records every response (`RecordTo`) or replaces the network with a
+    recording (`ReplayFrom`)."""
 
     env: str
     secrets: SecretResolver | None = None
     env_policy: EnvPolicy | None = None
+    recording: RecordTo | ReplayFrom | None = None
 
 
 @dataclass(frozen=True)
@@ -198,20 +211,29 @@ class WindowResult:
     watermark: str | None
     resumed_from_page: int = 0
     capped_by: str | None = None
+    recorded: RecordedWindow | None = None
 
     def results_section(self) -> dict[str, Any]:
         """The `results` section of the output contract (no wall-clock timestamps)."""
         checkpoint = {k: v for k, v in self.checkpoint.to_contract().items()
                       if k != "updated_at"}
-        return {"outcome": self.outcome, "ended_by": self.ended_by,
-                "records": self.records, "pages": self.pages,
-                "bytes": self.bytes, "requests": self.requests, "retries": self.retries,
-                "dropped_out_of_window": self.dropped_out_of_window,
-                "duplicates": self.duplicates, "content_hash": self.content_hash,
-                "checkpoint": checkpoint, "output": self.uri, "file_bytes": self.file_bytes,
-                "duration_seconds": round(self.duration_seconds, 3),
-                "watermark": self.watermark, "resumed_from_page": self.resumed_from_page,
-                "capped_by": self.capped_by, "findings": self.findings}
+        section = {"outcome": self.outcome, "ended_by": self.ended_by,
+                   "records": self.records, "pages": self.pages,
+                   "bytes": self.bytes, "requests": self.requests, "retries": self.retries,
+                   "dropped_out_of_window": self.dropped_out_of_window,
+                   "duplicates": self.duplicates, "content_hash": self.content_hash,
+                   "checkpoint": checkpoint, "output": self.uri, "file_bytes": self.file_bytes,
+                   "duration_seconds": round(self.duration_seconds, 3),
+                   "watermark": self.watermark, "resumed_from_page": self.resumed_from_page,
+                   "capped_by": self.capped_by, "findings": self.findings}
+        if self.recorded is not None:
+            recorded = self.recorded
+            section.update({"response_hash": recorded.response_hash,
+                            "recording": {"uri": recorded.uri, "bytes": recorded.bytes,
+                                          "responses": recorded.responses,
+                                          "replayed": recorded.replayed,
+                                          "content_hash": recorded.content_hash}})
+        return section
 
 
 def _safe(text: str) -> str:
@@ -230,8 +252,10 @@ class _WindowRun:
     """Mutable state of one window while it is fetched; keeps `fetch_window` readable."""
 
     def __init__(self, resolved: ResolvedProfile, window: Window, plan: Plan,
-                 partition: str | None, clock: Clock) -> None:
+                 partition: str | None, clock: Clock,
+                 recording: WindowRecording | None = None) -> None:
         self.resolved = resolved
+        self.recording = recording
         self.window = window
         self.plan = plan
         self.partition = partition
@@ -246,6 +270,7 @@ class _WindowRun:
         self.outcome = "complete"
         self.capped_by: str | None = None
         self.resumed_from_page = 0
+        self.recording_resumed = 0  # recorded responses a resume keeps
 
     def cap(self, name: str, message: str) -> None:
         self.outcome = "capped"
@@ -275,10 +300,11 @@ class _WindowRun:
             checkpoint_type=paginator.checkpoint_type, position=position, pages=self.pages,
             records=self.records, sequence_next=self.sequence, dropped=self.dropped,
             bytes=self.bytes, watermark=self.watermark,
-            updated_at=format_rfc3339(self.clock().replace(microsecond=0)))
+            updated_at=format_rfc3339(self.clock().replace(microsecond=0)),
+            responses=self.recording.count if self.recording is not None else None)
 
 
-def _fetch_page(client: GuardedClient, request: PageRequest, clock: Clock,
+def _fetch_page(client: PageClient, request: PageRequest, clock: Clock,
                 counter: list[int]) -> tuple[Any, httpx.Headers, str, int]:
     counter[0] += 1
     response = client.get(request.url, request.params or None)
@@ -313,29 +339,50 @@ def fetch_window(resolved: ResolvedProfile, window: Window, plan: Plan, *,
           plan_hash=plan.plan_hash, partition=partition)
     relative = window_file_name(resolved, window, partition)
     staging = target.staging(relative)
-    run = _WindowRun(resolved, window, plan, partition, seams.clock)
+    recording = (network.recording.session(resolved, plan, window, relative, staging.folder)
+                 if network.recording is not None else None)
+    # A replay has nothing to wait for: no rate budget, no backoff.
+    sleep = _no_wait if recording is not None and recording.offline else seams.sleep
+    run = _WindowRun(resolved, window, plan, partition, seams.clock, recording)
     budget = RetryBudget(resolved.spec.retry.budget_per_window)
     counter = [0]
     writer: WindowFileWriter | None = None
+    recorded: RecordedWindow | None = None
+
+    def connect() -> GuardedClient:
+        return build_client(resolved, env=network.env, secrets=network.secrets,
+                            env_policy=network.env_policy, resolver=seams.resolver,
+                            verify=seams.verify)
+
     try:
-        with build_client(resolved, env=network.env, secrets=network.secrets,
-                          env_policy=network.env_policy, resolver=seams.resolver,
-                          verify=seams.verify) as client:
+        with (recording.open_client(connect) if recording is not None
+              else connect()) as client:
             writer = _open_writer(target, relative, plan, window)
             paginator = _start(resolved, plan, target, staging, run, resume, writer,
                                on_progress)
-            retry = RetryPolicy(resolved.spec.retry, budget, sleep=seams.sleep, rng=seams.rng,
+            if recording is not None:
+                recording.begin(run.recording_resumed)
+            retry = RetryPolicy(resolved.spec.retry, budget, sleep=sleep, rng=seams.rng,
                                 on_retry=lambda exc, wait: log.info(
                                     "retrying after %s (%s) in %.2fs", exc.code, exc.message,
                                     wait))
             _drive(client, paginator, staging if target.resumable else None, run, writer,
-                   retry, counter, on_progress, seams.sleep)
+                   retry, counter, on_progress, sleep)
         uri, content_hash, file_bytes = writer.commit()
         checkpoint = run.checkpoint(paginator)
+        if recording is not None:
+            recorded = recording.finish(content_hash=content_hash, records=run.records,
+                                        pages=run.pages)
+            checkpoint = replace(checkpoint, responses=recorded.responses,
+                                 response_hash=recorded.response_hash)
         staging.clear()
     except Exception as exc:
         if writer is not None:
             writer.abort()
+        if recording is not None:
+            recording.abort(keep=target.resumable)
+            if not target.resumable:
+                staging.clear()  # the folders the recording was staged in
         # Any failure ends the run: a started run always gets its failed event. Only our
         # own errors' messages are logged (they never hold a secret); others by type only.
         code, message = ((exc.code, exc.message) if isinstance(exc, ChartlyError)
@@ -362,7 +409,11 @@ def fetch_window(resolved: ResolvedProfile, window: Window, plan: Plan, *,
         content_hash=content_hash, checkpoint=checkpoint, uri=uri, file_bytes=file_bytes,
         duration_seconds=duration, arrow_schema=ENVELOPE_ARROW_SCHEMA,
         watermark=run.watermark, resumed_from_page=run.resumed_from_page,
-        capped_by=run.capped_by)
+        capped_by=run.capped_by, recorded=recorded)
+
+
+def _no_wait(seconds: float) -> None:
+    """The sleep of a replay: recorded waits are not waited again."""
 
 
 def _open_writer(target: WindowTarget, relative: str, plan: Plan,
@@ -384,6 +435,9 @@ def _start(resolved: ResolvedProfile, plan: Plan, target: WindowTarget, staging:
     auth = resolved.spec.auth
     drop = frozenset(filter(None, [auth.credential_param()]))
     staged = len(staging.pages()) if target.resumable else 0
+    if run.recording is not None and resume is not None and not run.recording.can_resume(
+            resume.responses):
+        staged = 0  # the recording cannot continue where the pages do: fetch them again
     if resume is None or not target.resumable or staged < resume.pages:
         if target.resumable:
             staging.reset()
@@ -402,6 +456,7 @@ def _start(resolved: ResolvedProfile, plan: Plan, target: WindowTarget, staging:
         writer.submit(batch)
     run.pages, run.records, run.resumed_from_page = resume.pages, resume.records, resume.pages
     run.sequence, run.dropped, run.bytes = resume.sequence_next, resume.dropped, resume.bytes
+    run.recording_resumed = resume.responses or 0
     report = ResumeReport(resume.pages, resume.pages, f"resuming after page {resume.pages} "
                           f"({resume.records} records staged)")
     log.info("%s", report.message)
@@ -410,7 +465,7 @@ def _start(resolved: ResolvedProfile, plan: Plan, target: WindowTarget, staging:
     return Paginator(resolved.spec, plan, drop, state=resume.position)
 
 
-def _drive(client: GuardedClient, paginator: Paginator, staging: PageStaging | None,
+def _drive(client: PageClient, paginator: Paginator, staging: PageStaging | None,
            run: _WindowRun, writer: WindowFileWriter, retry: RetryPolicy, counter: list[int],
            on_progress: Callable[[RunEvent], None] | None,
            sleep: Callable[[float], None]) -> None:
@@ -427,7 +482,8 @@ def _drive(client: GuardedClient, paginator: Paginator, staging: PageStaging | N
             return
 
         def attempt(request: PageRequest = request) -> tuple[Any, httpx.Headers, str, int]:
-            bucket.acquire(max_wait=max_wait, sleep=sleep)
+            if run.recording is None or not run.recording.offline:
+                bucket.acquire(max_wait=max_wait, sleep=sleep)
             return _fetch_page(client, request, run.clock, counter)
 
         body, headers, final_url, size = retry.call(attempt)

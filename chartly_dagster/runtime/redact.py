@@ -70,6 +70,19 @@ class Redactor:
         text = _USERINFO_RE.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
         return _AUTH_HEADER_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
 
+    def found_in(self, data: bytes) -> bool:
+        """Whether any registered value (or its URL-encoded forms) occurs in `data`: a
+        byte search, far cheaper than decoding and scrubbing a large body."""
+        with self._lock:
+            values = list(self._values)
+        return any(value.encode("utf-8") in data for value in values)
+
+    def scrub_values(self, text: str) -> str:
+        """`text` with the registered values replaced and nothing else: for data, where a
+        credential-shaped parameter may be legitimate content (and a full scrub is slow)."""
+        values_re = self._values_re
+        return text if values_re is None else values_re.sub(REDACTED, text)
+
     def scrub_url(self, url: Any) -> str:
         """A URL (str or httpx.URL) safe for provenance and logs."""
         return self.scrub(str(url))
