@@ -119,7 +119,7 @@ def test_defs_yaml_loads_the_same_definitions_as_build_definitions(
         for key in keys:
             if key.path[-1] in CONNECTORS:
                 assert {c.name for c in graph.asset_check_keys if c.asset_key == key} == {
-                    "envelope_valid", "deterministic"}
+                    "envelope_valid", "deterministic", "complete"}
                 policy = graph.get(key).backfill_policy
                 assert policy is not None and policy.max_partitions_per_run is None
         assert {j.name for j in defs.jobs or []} >= {
@@ -173,7 +173,7 @@ def test_yaml_translation_sets_keys_groups_and_tags_without_a_subclass(
     # Tags merge into the translator's (env, connector, ...), they do not replace them.
     assert spec.tags["team"] == "proj-sales" and spec.tags["chartly/connector"] == "orders"
     assert {k.name for k in graph.asset_check_keys if k.asset_key == orders} == {
-        "envelope_valid", "deterministic"}
+        "envelope_valid", "deterministic", "complete"}
 
 
 def test_dg_cli_finds_scaffolds_and_lists_the_component(tmp_path: Path) -> None:
@@ -217,4 +217,4 @@ def test_dg_cli_finds_scaffolds_and_lists_the_component(tmp_path: Path) -> None:
     checks = {c["key"] for c in listed_defs["asset_checks"]}
     assert {f"{ORDERS.to_user_string()}:envelope_valid",
             f"{ORDERS.to_user_string()}:deterministic"} <= checks
-    assert len(checks) == 2 * len(CONNECTORS) and len(listed_defs["schedules"]) == 6
+    assert len(checks) == 3 * len(CONNECTORS) and len(listed_defs["schedules"]) == 6
