@@ -213,8 +213,10 @@ def test_overlapping_range_runs_respect_the_upstream_rate(
         waits = _pool_waits(instance)
     assert len(spans) == 2, spans
     overlap = spans[0].end > spans[1].start
-    print(f"pool limit {pool_limit}: {len(times)} requests in {elapsed:.1f}s; steps "
-          f"{spans[1].start - spans[0].end:.2f}s apart; violations {violations[:3]}")
+    switch = next(i for i, v in enumerate(order) if v != order[0])
+    print(f"pool limit {pool_limit}: {len(times)} requests in {elapsed:.1f}s; handoff gap "
+          f"{times[switch] - times[switch - 1]:.2f}s; steps {spans[1].start - spans[0].end:.2f}s "
+          f"apart; violations {violations[:3]}")
     if pool_limit == 1:
         assert waits, "no step waited for the connector's pool"
         assert not violations, violations[:5]
