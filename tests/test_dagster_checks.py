@@ -8,6 +8,7 @@ metadata, is also called directly for the cases the sandbox cannot produce cheap
 
 from __future__ import annotations
 
+import shutil
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +33,7 @@ from chartly_dagster.integration import PartitionMetadata, build_definitions
 from chartly_dagster.integration._compat import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
+    PARTITION_NAME_TAG,
 )
 from chartly_dagster.integration.checks import (
     CHECK_NAMES,
@@ -44,6 +46,7 @@ from chartly_dagster.runtime.paginate import EXPLICIT_ENDS
 from chartly_dagster.sandbox import Sandbox
 from examples.summary import daily_summaries
 
+REPO = Path(__file__).resolve().parent.parent
 ORDERS = AssetKey(["tenant-demo", "proj-sales", "orders"])
 SALES_SUMMARY = AssetKey(["tenant-demo", "proj-sales", "daily_summary"])
 SALES_JOB = "tenant_demo__proj_sales"
@@ -164,6 +167,49 @@ def test_capped_window_fails_complete_naming_the_cap_and_skips_downstream(
     assert {r.partition: r.status for r in history} == {
         None: AssetCheckExecutionRecordStatus.FAILED,
         "2026-01-05": AssetCheckExecutionRecordStatus.FAILED}
+
+
+def test_complete_check_alone_reads_no_file(sandbox: Sandbox, sandbox_profiles: Path,
+                                            secrets_env: dict, dagster_instance: DagsterInstance,
+                                            file_reads: Counter[str]) -> None:
+    defs = _defs(sandbox_profiles)
+    assert materialize(_sales_only(defs), instance=dagster_instance,
+                       selection=AssetSelection.assets(ORDERS), partition_key="2026-01-06",
+                       resources=defs.resources).success
+    file_reads.clear()  # that run checked the partition too (an asset's selection has them)
+    result = materialize(_sales_only(defs), instance=dagster_instance,
+                         selection=AssetSelection.checks(AssetCheckKey(ORDERS, COMPLETE_CHECK)),
+                         tags={PARTITION_NAME_TAG: "2026-01-06"}, resources=defs.resources)
+    evaluations = [e.event_specific_data for e in result.all_events
+                   if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION]
+    assert {(e.check_name, e.partition, e.passed) for e in evaluations} == {
+        (COMPLETE_CHECK, None, True), (COMPLETE_CHECK, "2026-01-06", True)}
+    assert not file_reads  # `complete` judges the recorded metadata only
+
+
+def test_golden_mismatch_fails_deterministic_on_every_partition(
+        sandbox: Sandbox, sandbox_profiles: Path, secrets_env: dict,
+        dagster_instance: DagsterInstance) -> None:
+    # The shipped dev golden pins port 8765; the sandbox runs elsewhere, so it differs.
+    golden = sandbox_profiles.parent / "golden" / "orders.dev.plan.json"
+    golden.parent.mkdir()
+    shutil.copy(REPO / "golden" / "orders.dev.plan.json", golden)
+    path = sandbox_profiles / "sales" / "orders.yaml"
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    doc["variants"]["dev"]["spec"]["golden"] = "golden/orders.dev.plan.json"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    defs = _defs(sandbox_profiles)
+    result = materialize(_sales_only(defs), instance=dagster_instance,
+                         selection=AssetSelection.assets(ORDERS), partition_key="2026-01-07",
+                         resources=defs.resources, raise_on_error=False)
+    evaluations = {(e.event_specific_data.check_name, e.event_specific_data.partition):
+                   e.event_specific_data for e in result.all_events
+                   if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION}
+    whole = evaluations[("deterministic", None)]
+    assert not whole.passed and raw_value(whole.metadata["golden_ok"]) is False
+    assert raw_value(whole.metadata["by_partition"]) == {"2026-01-07": "failed: golden_mismatch"}
+    assert not evaluations[("deterministic", "2026-01-07")].passed
+    assert evaluations[("complete", "2026-01-07")].passed
 
 
 def _complete(**fields: Any) -> PartitionMetadata:

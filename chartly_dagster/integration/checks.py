@@ -224,9 +224,15 @@ def golden_findings(resolved: ResolvedProfile, project_root: Path) -> list[dict[
 
 
 def _determinism_verdict(resolved: ResolvedProfile, partition: CheckedPartition,
-                         window: Window, scan: FileScan) -> dict[str, Any]:
+                         window: Window, scan: FileScan,
+                         golden: list[dict[str, Any]]) -> dict[str, Any]:
+    """Plan, file and profile are what the materialization recorded; a golden plan that no
+    longer matches fails every partition built from the profile."""
     meta = partition.metadata
     problems: list[dict[str, Any]] = []
+    if golden:
+        problems.append({"code": "golden_mismatch", "golden": resolved.spec.golden,
+                         "differences": len(golden)})
     if meta.resolved_hash != resolved.hash:
         problems.append({"code": "profile_drift", "materialized": meta.resolved_hash,
                          "current": resolved.hash})
@@ -319,6 +325,8 @@ def build_profile_checks(resolved: ResolvedProfile, key: AssetKey,
         selected = {k.name for k in context.selected_asset_check_keys}
         reads_file = bool(selected & {ENVELOPE_CHECK, DETERMINISM_CHECK})
         verdicts: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in selected}
+        golden = (golden_findings(resolved, project_root) if DETERMINISM_CHECK in selected
+                  else [])
         checked = partitions_to_check(context, key, partitions_def)
         for partition in checked:
             window = window_for_partition(partitions_def, partition.key)
@@ -328,7 +336,7 @@ def build_profile_checks(resolved: ResolvedProfile, key: AssetKey,
                 verdicts[ENVELOPE_CHECK][partition.key] = _envelope_verdict(scan)
             if scan is not None and DETERMINISM_CHECK in selected:
                 verdicts[DETERMINISM_CHECK][partition.key] = _determinism_verdict(
-                    resolved, partition, window, scan)
+                    resolved, partition, window, scan, golden)
             if COMPLETE_CHECK in selected:
                 verdicts[COMPLETE_CHECK][partition.key] = completeness_verdict(
                     partition.metadata)
@@ -339,7 +347,6 @@ def build_profile_checks(resolved: ResolvedProfile, key: AssetKey,
                 context.op_execution_context.log_event(_partition_evaluation(
                     key, name, partition, verdicts[name][partition.key]))
             if name == DETERMINISM_CHECK:
-                golden = golden_findings(resolved, project_root)
                 yield _result(name, verdicts[name],
                               {"golden": resolved.spec.golden or "none",
                                "golden_ok": not golden,
