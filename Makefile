@@ -35,6 +35,7 @@ golden: $(STAMP)  ## regenerate golden plans on purpose, then review `git diff g
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/backfill.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache data

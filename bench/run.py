@@ -53,14 +53,18 @@ def _window_end(records: int) -> str:
         "%Y-%m-%dT%H:%M:%SZ")
 
 
-def worker_baseline(port: int, records: int, page: int, out: Path) -> int:
-    """The bar to beat: bare httpx loop, orjson parse, pyarrow batches, streaming Parquet."""
+def worker_baseline(port: int, records: int, page: int, out: Path, *,
+                    since: str = WINDOW_START, until: str | None = None) -> int:
+    """The bar to beat: bare httpx loop, orjson parse, pyarrow batches, streaming Parquet.
+
+    The window is [since, until), by default the one holding `records` records.
+    """
     import httpx
     import orjson
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    params = {"since": WINDOW_START, "until": _window_end(records), "limit": str(page)}
+    params = {"since": since, "until": until or _window_end(records), "limit": str(page)}
     total = 0
     writer = None
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:

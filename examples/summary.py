@@ -2,7 +2,7 @@
 
 It exists to show the gate: it reads the typed assets (typed columns, never `raw`), which
 only exist for what the blocking checks let through, so a failing `envelope_valid`,
-`deterministic` or declared `schema_drift` check on any upstream visibly skips it. Pass
+`deterministic`, `complete` or declared `schema_drift` check on any upstream visibly skips it. Pass
 `daily_summaries` as `build_definitions(..., downstream=daily_summaries)` and each daily
 project gets one, run in the project's job next to its connectors and typed assets.
 """

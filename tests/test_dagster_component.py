@@ -122,7 +122,7 @@ def test_defs_yaml_loads_the_same_definitions_as_build_definitions(
         for key in keys:
             if key.path[-1] in CONNECTORS:
                 assert {c.name for c in graph.asset_check_keys if c.asset_key == key} == {
-                    "envelope_valid", "deterministic"}
+                    "envelope_valid", "deterministic", "complete"}
                 policy = graph.get(key).backfill_policy
                 assert policy is not None and policy.max_partitions_per_run is None
         assert {j.name for j in defs.jobs or []} >= {
@@ -176,7 +176,7 @@ def test_yaml_translation_sets_keys_groups_and_tags_without_a_subclass(
     # Tags merge into the translator's (env, connector, ...), they do not replace them.
     assert spec.tags["team"] == "proj-sales" and spec.tags["chartly/connector"] == "orders"
     assert {k.name for k in graph.asset_check_keys if k.asset_key == orders} == {
-        "envelope_valid", "deterministic"}
+        "envelope_valid", "deterministic", "complete"}
     # The typed asset follows its connector's translated key and group.
     assert graph.get(AssetKey(["raw", "tenant-demo", "orders_typed"])).group_name == "raw_dev"
 
@@ -190,7 +190,8 @@ def test_typed_false_builds_only_the_connector_assets(
     _write_defs_yaml(component_dir, COMPONENT_TYPE, {"schedules": False, "typed": False})
     graph = _load(project, monkeypatch).resolve_asset_graph()
     assert {k.path[-1] for k in graph.get_all_asset_keys()} == CONNECTORS
-    assert {k.name for k in graph.asset_check_keys} == {"envelope_valid", "deterministic"}
+    assert {k.name for k in graph.asset_check_keys} == {"envelope_valid", "deterministic",
+                                                        "complete"}
 
 
 def test_dg_cli_finds_scaffolds_and_lists_the_component(tmp_path: Path) -> None:
@@ -236,4 +237,4 @@ def test_dg_cli_finds_scaffolds_and_lists_the_component(tmp_path: Path) -> None:
     checks = {c["key"] for c in listed_defs["asset_checks"]}
     assert {f"{ORDERS.to_user_string()}:envelope_valid",
             f"{ORDERS.to_user_string()}:deterministic"} <= checks
-    assert len(checks) == 3 * len(CONNECTORS) and len(listed_defs["schedules"]) == 6
+    assert len(checks) == 4 * len(CONNECTORS) and len(listed_defs["schedules"]) == 6

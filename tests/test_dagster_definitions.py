@@ -35,7 +35,7 @@ def test_every_dev_profile_is_one_checked_partitioned_asset() -> None:
     # A range is one run by default, as `dagster asset materialize --partition-range` needs.
     assert spec.backfill_policy is not None and spec.backfill_policy.max_partitions_per_run is None
     assert {k.name for k in graph.asset_check_keys if k.asset_key == ORDERS} == {
-        "envelope_valid", "deterministic"}
+        "envelope_valid", "deterministic", "complete"}
     connectors = [k for k in graph.get_all_asset_keys() if not k.path[-1].endswith("_typed")]
     assert len(connectors) == 6  # the summary is an example, not built in
     assert defs.resources == {"chartly": ChartlyResource(env="dev")}

@@ -115,7 +115,8 @@ def test_single_partition_metadata_and_checkpoint(sandbox: Sandbox, sandbox_prof
     evaluations = [e for e in result.all_events
                    if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION]
     assert {e.event_specific_data.check_name: e.event_specific_data.passed
-            for e in evaluations} == {"envelope_valid": True, "deterministic": True}
+            for e in evaluations} == {"envelope_valid": True, "deterministic": True,
+                                      "complete": True}
 
 
 def test_same_partition_twice_same_content_hash(sandbox: Sandbox, sandbox_profiles: Path,
@@ -210,6 +211,7 @@ def test_corrupted_record_fails_envelope_check_and_skips_summary(
     assert not result.success
     evaluation = next(e.event_specific_data for e in result.all_events
                       if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION
+                      and e.event_specific_data.partition is None  # the whole run's verdict
                       and e.event_specific_data.check_name == "envelope_valid")
     assert not evaluation.passed
     meta = {k: raw_value(v) for k, v in evaluation.metadata.items()}
@@ -237,6 +239,7 @@ def test_changed_profile_fails_determinism(sandbox: Sandbox, sandbox_profiles: P
                           raise_on_error=False, checks_only=True)
     evaluation = next(e.event_specific_data for e in result.all_events
                       if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION
+                      and e.event_specific_data.partition is None  # the whole run's verdict
                       and e.event_specific_data.check_name == "deterministic")
     assert not evaluation.passed
     verdict = raw_value(evaluation.metadata["verdicts"])["2026-01-06"]
@@ -252,6 +255,7 @@ def test_checks_alone_read_partition_from_run_tags(sandbox: Sandbox,
     result = _materialize(defs, dagster_instance, AssetSelection.checks_for_assets(ORDERS),
                           partition, checks_only=True)
     evaluations = [e.event_specific_data for e in result.all_events
-                   if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION]
-    assert all(e.passed for e in evaluations) and len(evaluations) == 2
+                   if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION
+                   and e.event_specific_data.partition is None]
+    assert all(e.passed for e in evaluations) and len(evaluations) == 3
     assert all(raw_value(e.metadata["partitions_checked"]) == 1 for e in evaluations)

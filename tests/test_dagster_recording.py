@@ -60,7 +60,8 @@ def _determinism(result: Any) -> tuple[bool, dict[str, Any]]:
     evaluation: AssetCheckEvaluation = next(
         e.event_specific_data for e in result.all_events
         if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION
-        and e.event_specific_data.check_name == "deterministic")
+        and e.event_specific_data.check_name == "deterministic"
+        and e.event_specific_data.partition is None)  # the run-wide result, not a partition's
     return evaluation.passed, raw_value(evaluation.metadata["verdicts"])[PARTITION]
 
 

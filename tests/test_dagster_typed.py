@@ -61,9 +61,11 @@ def _latest(instance: DagsterInstance, key: AssetKey, partition: str) -> dict[st
 
 
 def _evaluations(result: Any, key: AssetKey) -> list[Any]:
+    """The run-wide check results of `key` (each partition's own evaluation left out)."""
     return [e.event_specific_data for e in result.all_events
             if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION
-            and e.event_specific_data.asset_key == key]
+            and e.event_specific_data.asset_key == key
+            and e.event_specific_data.partition is None]
 
 
 def _range_run(defs: Definitions, instance: DagsterInstance, first: str, last: str) -> Any:

@@ -4,9 +4,14 @@ The profile's request budget (maxRequestsPerMinute + burst) is a token bucket pe
 so two processes fetching one upstream at once would send twice the rate. The connector's
 Dagster pool (limit 1 from the shipped dagster_home/dagster.yaml) lets only one of them
 fetch at a time. Two `dagster asset materialize` processes over different partition ranges
-are started together; the sandbox's arrival times must stay within the budget in every
-window, and the two runs' fetching steps must not overlap. With the pool raised to 2 the
-same scenario exceeds the budget, which shows the assertion can fail.
+are started; the sandbox's arrival times must stay within the budget in every window, and
+the two runs' fetching steps must not overlap. With the pool raised to 2 (the control) the
+two runs fetch at the same time, which shows the pool, not timing, keeps them apart.
+
+Contention is made certain, never likely: the sandbox holds the first run's request until
+what the test waits for has happened (the second run's step blocked by the pool; in the
+control, a request of the second run in flight too), however slowly a loaded machine
+starts the second process.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +39,9 @@ POOL = "tenant-demo/proj-sales/orders"  # ConnectorProfileTranslator.get_pool
 STEP = "tenant_demo__proj_sales__orders"
 RATE_PER_MINUTE, BURST = 240, 2  # 4 requests/s: twice that shows within a second
 RANGES = ("2026-01-01...2026-01-03", "2026-01-11...2026-01-13")
+SECOND_RANGE_FROM = int(datetime(2026, 1, 11, tzinfo=UTC).timestamp())
+#: how long a condition the test waits for may take on a loaded machine before it fails
+WAIT_S = 240
 DEFS = """\
 from chartly_dagster.integration import build_definitions
 
@@ -73,26 +82,45 @@ class StepSpan:
     end: float
 
 
-def _fetch_step_spans(instance: DagsterInstance) -> tuple[list[StepSpan], list[str]]:
-    """Start and end of the connector asset's step in every run, from the event log, and
-    the engine messages about waiting for a pool."""
-    spans, waits = [], []
+def _pool_waits(instance: DagsterInstance) -> list[str]:
+    """The engine messages of every run saying a step waits for a pool."""
+    waits = []
+    for run in instance.get_run_records():
+        for record in instance.get_records_for_run(
+                run.dagster_run.run_id, of_type=DagsterEventType.ENGINE_EVENT).records:
+            message = record.event_log_entry.user_message
+            if "pool" in message and "block" in message:
+                waits.append(message)
+    return waits
+
+
+def _fetch_step_spans(instance: DagsterInstance) -> list[StepSpan]:
+    """Start and end of the connector asset's step in every run, from the event log."""
+    spans = []
     for run in instance.get_run_records():
         run_id = run.dagster_run.run_id
         records = instance.get_records_for_run(run_id, of_type={
-            DagsterEventType.STEP_START, DagsterEventType.STEP_SUCCESS,
-            DagsterEventType.ENGINE_EVENT}).records
-        found = {}
-        for record in records:
-            entry = record.event_log_entry
-            if entry.dagster_event_type == DagsterEventType.ENGINE_EVENT:
-                if "pool" in entry.user_message and "block" in entry.user_message:
-                    waits.append(entry.user_message)
-            elif entry.step_key == STEP:
-                found[entry.dagster_event_type] = entry.timestamp
+            DagsterEventType.STEP_START, DagsterEventType.STEP_SUCCESS}).records
+        found = {r.event_log_entry.dagster_event_type: r.event_log_entry.timestamp
+                 for r in records if r.event_log_entry.step_key == STEP}
         spans.append(StepSpan(run_id, found[DagsterEventType.STEP_START],
                               found[DagsterEventType.STEP_SUCCESS]))
-    return sorted(spans, key=lambda s: s.start), waits
+    return sorted(spans, key=lambda s: s.start)
+
+
+def _ranges_in_flight(sandbox: Sandbox) -> set[bool]:
+    """Which ranges (second range: True) have sent a request so far."""
+    return {int(q["from"]) >= SECOND_RANGE_FROM
+            for _, path, q in sandbox.request_log if path == "/v2/orders"}
+
+
+def _wait_for(condition: Callable[[], bool], what: str) -> None:
+    """Poll `condition` until it holds; fail naming `what` after WAIT_S."""
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up after {WAIT_S}s waiting for {what}")
+        time.sleep(0.1)
 
 
 def _slow_profiles(profiles: Path) -> None:
@@ -104,29 +132,40 @@ def _slow_profiles(profiles: Path) -> None:
     path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
 
 
-def _run_two_ranges(home: Path, defs_file: Path,
-                    sandbox: Sandbox) -> list[subprocess.CompletedProcess]:
-    """Start the second run once the first is fetching, so the two always contend.
+def _run_two_ranges(home: Path, defs_file: Path, sandbox: Sandbox,
+                    contended: Callable[[], bool], what: str
+                    ) -> list[subprocess.CompletedProcess]:
+    """Run both ranges so that they certainly contend.
 
-    Started together, a loaded machine can delay the second process until the first has
-    finished, and then no pool is ever tested.
+    The sandbox holds every request until `contended()` holds: the first run is started and
+    stays mid-request, holding its pool slot, while the second one starts; then the holds
+    are released and both runs finish. A machine however loaded only makes this slower.
     """
     env = {**os.environ, **SECRETS, "DAGSTER_HOME": str(home)}
     dagster = Path(sys.executable).with_name("dagster")
+    hold = sandbox.faults.add(Fault("hold", endpoint="/v2/orders", times=None))
     procs: list[subprocess.Popen[str]] = []
+    # Output goes to files: a held process must never also block on a full pipe.
+    logs = [home / f"run-{i}.log" for i in range(len(RANGES))]
     try:
-        for rng in RANGES:
-            procs.append(subprocess.Popen(
-                [str(dagster), "asset", "materialize", "-f", str(defs_file),
-                 "--select", ORDERS, "--partition-range", rng],
-                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-            deadline = time.monotonic() + 60
-            while sandbox.request_count("/v2/orders") == 0 and time.monotonic() < deadline:
-                time.sleep(0.05)
-        outputs = [proc.communicate(timeout=90)[0] for proc in procs]
-        return [subprocess.CompletedProcess(proc.args, proc.returncode, output)
-                for proc, output in zip(procs, outputs, strict=True)]
+        for rng, log in zip(RANGES, logs, strict=True):
+            with log.open("w", encoding="utf-8") as out:
+                procs.append(subprocess.Popen(
+                    [str(dagster), "asset", "materialize", "-f", str(defs_file),
+                     "--select", ORDERS, "--partition-range", rng],
+                    env=env, stdout=out, stderr=subprocess.STDOUT, text=True))
+            if len(procs) == 1:
+                _wait_for(lambda: sandbox.request_count("/v2/orders") > 0,
+                          "the first run's first request")
+        _wait_for(contended, what)
+        hold.release()
+        for proc in procs:
+            proc.wait(timeout=WAIT_S)
+        return [subprocess.CompletedProcess(proc.args, proc.returncode,
+                                            log.read_text(encoding="utf-8"))
+                for proc, log in zip(procs, logs, strict=True)]
     finally:
+        hold.release()
         for proc in procs:  # only after a timeout or an error: never leave a run behind
             if proc.poll() is None:
                 proc.kill()
@@ -148,26 +187,30 @@ def test_overlapping_range_runs_respect_the_upstream_rate(
     with DagsterInstance.from_config(str(home)) as instance:
         if pool_limit != 1:  # the control: as if someone raised the pool above what is safe
             instance.event_log_storage.set_concurrency_slots(POOL, pool_limit)
-
-    if pool_limit == 1:
-        # The first run's second page answers after 8 s: it holds the pool for certain
-        # while the second process starts and reaches its step.
-        sandbox.faults.add(Fault("slow", endpoint="/v2/orders", on_request=2, delay_ms=8000))
-    started = time.monotonic()
-    results = _run_two_ranges(home, defs_file, sandbox)
-    elapsed = time.monotonic() - started
+        if pool_limit == 1:
+            # The first run is held mid-request (its slot taken) until the second run's
+            # step has been refused a slot: the pool was tested, for certain.
+            contended, what = (lambda: bool(_pool_waits(instance)),
+                               "the second run's step to wait for the pool")
+        else:
+            # Held until the second run has a request in flight too: both fetch at once.
+            contended, what = (lambda: _ranges_in_flight(sandbox) == {False, True},
+                               "both runs to have a request in flight")
+        started = time.monotonic()
+        results = _run_two_ranges(home, defs_file, sandbox, contended, what)
+        elapsed = time.monotonic() - started
     for result in results:
         assert result.returncode == 0, result.stdout[-3000:]
 
     times = sandbox.request_times("/v2/orders")
     windows = [int(q["from"]) for _, path, q in sandbox.request_log if path == "/v2/orders"]
     assert len(times) == len(windows) >= 20, len(times)  # both runs fetched, 12 pages each
-    second_range = int(datetime(2026, 1, 11, tzinfo=UTC).timestamp())
-    order = [w >= second_range for w in windows]
+    order = [w >= SECOND_RANGE_FROM for w in windows]
     assert sum(order) >= 10 and order.count(False) >= 10, order  # each range's own pages
     violations = budget_violations(times, RATE_PER_MINUTE, BURST)
     with DagsterInstance.from_config(str(home)) as instance:
-        spans, waits = _fetch_step_spans(instance)
+        spans = _fetch_step_spans(instance)
+        waits = _pool_waits(instance)
     assert len(spans) == 2, spans
     overlap = spans[0].end > spans[1].start
     switch = next(i for i, v in enumerate(order) if v != order[0])
@@ -175,10 +218,13 @@ def test_overlapping_range_runs_respect_the_upstream_rate(
           f"{times[switch] - times[switch - 1]:.2f}s; steps {spans[1].start - spans[0].end:.2f}s "
           f"apart; violations {violations[:3]}")
     if pool_limit == 1:
+        assert waits, "no step waited for the connector's pool"
         assert not violations, violations[:5]
         assert not overlap, spans
-        # one range's requests all came before the other's, and a step waited for the pool
+        # one range's requests all came before the other's
         assert order == sorted(order) or order == sorted(order, reverse=True), order
-        assert waits, "no step waited for the connector's pool"
     else:
-        assert overlap and violations, "the control run did not exceed the budget"
+        # Both steps ran at once (each had a request in flight), and the upstream saw the
+        # two ranges interleaved: what the pool of the limit-1 case prevents.
+        assert overlap, spans
+        assert order != sorted(order) and order != sorted(order, reverse=True), order

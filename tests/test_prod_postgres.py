@@ -120,13 +120,15 @@ def test_range_run_on_postgres_checkpoints_and_checks_read_back(
             assert meta.records == len(truth) > 0
             watermarks[pk] = meta.watermark
         assert len(set(watermarks.values())) == len(PARTITIONS)
-        for check in ("envelope_valid", "deterministic"):
-            # One evaluation per run covering every partition it materialized (Dagster
-            # also books a PLANNED row per partition of the run's range; those stay PLANNED).
+        for check in ("envelope_valid", "deterministic", "complete"):
+            # One evaluation per run covering every partition it materialized, and one per
+            # partition resolving the row Dagster books for each partition of the range.
             history = reader.event_log_storage.get_asset_check_execution_history(
                 AssetCheckKey(ORDERS, check), limit=10)
-            done = [h for h in history if h.status.value == "SUCCEEDED"]
-            assert [(h.run_id, h.partition) for h in done] == [(result.run_id, None)], check
+            assert {h.status.value for h in history} == {"SUCCEEDED"}, check
+            assert sorted((h.run_id, h.partition or "") for h in history) == [
+                (result.run_id, pk) for pk in ["", *PARTITIONS]], check
+            done = [h for h in history if h.partition is None]
             evaluation = done[0].event.dagster_event.event_specific_data
             assert evaluation.passed, check
             verdicts = raw_value(evaluation.metadata["verdicts"])
@@ -153,7 +155,8 @@ def test_range_run_on_postgres_checkpoints_and_checks_read_back(
         assert mat is not None and mat.partition == partition
         checkpoint = PartitionMetadata.extract(mat.metadata).checkpoint
         assert checkpoint is not None and checkpoint["scope"]["partition"] == partition
-    assert checks == [("deterministic", "SUCCEEDED"), ("envelope_valid", "SUCCEEDED")]
+    assert checks == [("complete", "SUCCEEDED"), ("deterministic", "SUCCEEDED"),
+                      ("envelope_valid", "SUCCEEDED")]
 
 
 def _next_day(pk: str) -> str:

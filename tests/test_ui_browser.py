@@ -27,7 +27,7 @@ from dagster_graphql import DagsterGraphQLClient
 from playwright.sync_api import Page, expect, sync_playwright
 
 from chartly_dagster.integration import PartitionMetadata, build_definitions
-from chartly_dagster.integration.checks import DETERMINISM_CHECK, ENVELOPE_CHECK
+from chartly_dagster.integration.checks import CHECK_NAMES
 from chartly_dagster.sandbox import run_sandbox
 from tests.fixtures_profiles import REPO, SECRETS, copy_profiles, sandbox_config
 from tests.ui_support import (
@@ -243,8 +243,8 @@ def _check_partition_metadata(page: Page, recorded: dict[str, Any]) -> None:
 
 def _check_results(page: Page, dev: DagsterDev) -> None:
     base = f"{dev.url}/assets/{_path(ORDERS)}?view=checks"
-    _open(page, base, re.compile(r"Checks \(2\)"))
-    for name in (ENVELOPE_CHECK, DETERMINISM_CHECK):
+    _open(page, base, re.compile(r"Checks \(3\)"))
+    for name in CHECK_NAMES:
         _open(page, f"{base}&checkDetail={name}", "Latest execution")
         expect(page.get_by_text("Evaluation result").first).to_be_visible()
         # The verdict of the latest execution, and that it covered the one partition.

@@ -55,6 +55,7 @@ def partition_metadata(result: WindowResult, *, env: str, previous: PartitionMet
                        previous_watermark: str | None) -> PartitionMetadata:
     """Everything a partition's materialization records; checks and resumes read it back."""
     window = result.window.to_dict()
+    position = result.checkpoint.position  # the paginator's state: what the upstream served
     return PartitionMetadata(
         profile_ref=result.ref, resolved_hash=result.resolved_hash,
         plan_hash=result.plan_hash, content_hash=result.content_hash, env=env,
@@ -67,7 +68,10 @@ def partition_metadata(result: WindowResult, *, env: str, previous: PartitionMet
         watermark=result.watermark, previous_watermark=previous_watermark,
         checkpoint=result.checkpoint.to_contract(),
         previous_checkpoint=previous.checkpoint if previous else None,
-        findings=tuple(result.findings), column_schema=column_schema(result),
+        findings=tuple(result.findings), outcome=result.outcome,
+        ended_by=result.ended_by or None, capped_by=result.capped_by,
+        declared_total=position.get("total"),
+        records_served=position.get("fetched"), column_schema=column_schema(result),
         **recording_fields(result))
 
 

@@ -112,6 +112,17 @@ class PartitionMetadata(StoredMetadata):
     checkpoint: dict[str, Any] | None = None
     previous_checkpoint: dict[str, Any] | None = None
     findings: tuple[dict[str, Any], ...] = ()
+    #: `complete`, `capped` or `stopped_on_finding` (the runtime's `WindowResult.outcome`)
+    outcome: str | None = None
+    #: how the window ended: an explicit end (`runtime.paginate.EXPLICIT_ENDS`), a cap
+    #: (`cap:maxPages`, ...) or `stopped_on_finding`; None in materializations of old releases
+    ended_by: str | None = None
+    #: the cap that stopped the window (`max_pages`, `max_records`, `max_bytes`), if any
+    capped_by: str | None = None
+    #: the total the upstream declared for the window (body field or header), if it did
+    declared_total: int | None = None
+    #: records the upstream served, before window filtering (what a declared total counts)
+    records_served: int | None = None
     column_schema: TableSchema | None = None
     #: the recording of the window's responses (none: not recorded)
     response_hash: str | None = None

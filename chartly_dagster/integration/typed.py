@@ -186,14 +186,14 @@ def build_drift_check(resolved: ResolvedProfile, key: AssetKey,
 
     @asset_check(asset=key, name=DRIFT_CHECK, blocking=declared, description=description)
     def _schema_drift(context: AssetCheckExecutionContext) -> AssetCheckResult:
+        severity = AssetCheckSeverity.ERROR if declared else AssetCheckSeverity.WARN
         verdicts = judge_partitions(
-            context, key, partitions_def,
+            context, key, partitions_def, DRIFT_CHECK,
             lambda partition, _window: _declared_verdict(partition) if declared
             else _inferred_verdict(context, key, partitions_def, partition),
-            TypedPartitionMetadata)
+            TypedPartitionMetadata, severity=severity, blocking=declared)
         return _result(DRIFT_CHECK, verdicts, {md.DEF_COLUMNS_SOURCE: _columns_source(resolved)},
-                       severity=AssetCheckSeverity.ERROR if declared
-                       else AssetCheckSeverity.WARN)
+                       severity=severity)
 
     return _schema_drift
 

@@ -1,0 +1,325 @@
+"""Backfill benchmark: the Dagster asset against the bare floor and `fetch_window`.
+
+Three tables, each with ratios measured in the same run (issue 9 item 7):
+
+  (a) one ~1,000,000-record daily window: bare httpx + orjson + pyarrow loop, `fetch_window`,
+      the asset materialized through Dagster (SQLite instance on disk, all blocking checks);
+  (b) a 30-window range of the same total size: the bare floor window after window,
+      `fetch_window` window after window, the asset as one single-run range;
+  (c) the same 30 windows, smaller, against a sandbox that answers each page after a fixed
+      latency, under a rate limit: the asset as one run with 1 and with 4 windows in flight,
+      and the request rate the sandbox saw.
+
+Every pipeline runs in a fresh process of its own, so its peak RSS is its own; its seconds
+are its wall time from start to finish, imports included. The windows
+in flight are set on the profile (`partitions.maxConcurrentWindows`) and the resource
+(`ChartlyResource.max_concurrent_windows`) when this build has those settings; a build
+without them says so in table (c) instead of pretending.
+
+    make bench     # or: .venv/bin/python bench/backfill.py [--records N] [--section a,b,c]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+from run import PROFILE, worker_baseline
+from sandbox_process import sandbox_process
+
+DAY = timedelta(days=1)
+FIRST_DAY = datetime(2026, 2, 1, tzinfo=UTC)
+RANGE_DAYS = 30
+PAGE = 1000
+#: table (c): a small range whose time is all latency, and the limit it must respect
+LATENCY_MS = 50
+LATENCY_EVENTS_PER_HOUR = 100  # 2,400 records a day: 12 pages of 200
+LATENCY_PAGE = 200
+LATENCY_RATE_PER_MINUTE = 4800  # 80 requests/s: 4 windows of 50 ms pages fit just under it
+LATENCY_BURST = 4
+
+
+def _day(offset: int) -> datetime:
+    return FIRST_DAY + offset * DAY
+
+
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _profile_folder(out: Path, port: int, *, page: int, rate_per_minute: int | None = None,
+                    burst: int | None = None, windows_in_flight: int | None = None) -> Path:
+    """The bench profile of bench/run.py, with this run's page size, rate limit and (when
+    this build knows the setting) windows in flight."""
+    doc = yaml.safe_load(PROFILE.format(port=port, page=page))
+    if rate_per_minute is not None:
+        doc["spec"]["rateLimit"] = {"maxRequestsPerMinute": rate_per_minute, "burst": burst}
+    if windows_in_flight is not None and _profile_has_windows_in_flight():
+        doc["spec"]["partitions"]["maxConcurrentWindows"] = windows_in_flight
+    folder = out / "profiles"
+    folder.mkdir(exist_ok=True)
+    (folder / "bench.yaml").write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return folder
+
+
+def _profile_has_windows_in_flight() -> bool:
+    from chartly_dagster.core.profile import PartitionsSpec
+
+    return "max_concurrent_windows" in PartitionsSpec.model_fields
+
+
+def _resource_has_windows_in_flight() -> bool:
+    from chartly_dagster.integration import ChartlyResource
+
+    return "max_concurrent_windows" in ChartlyResource.model_fields
+
+
+def _resolved(folder: Path) -> Any:
+    from chartly_dagster.core.catalog import ProfileCatalog
+
+    catalog = ProfileCatalog.load(folder)
+    catalog.raise_for_issues()
+    return catalog.resolve_all()[0]
+
+
+# -- workers (each in its own process) ----------------------------------------------------
+
+def worker_floor(port: int, days: int, out: Path, **_: Any) -> dict[str, Any]:
+    """The bare floor, window after window (bench/run.py's loop, one file per window)."""
+    total = 0
+    for i in range(days):
+        folder = out / f"w{i}"
+        folder.mkdir()
+        total += worker_baseline(port, 0, PAGE, folder, since=_iso(_day(i)),
+                                 until=_iso(_day(i + 1)))
+    return {"records": total}
+
+
+def worker_fetch_window(port: int, days: int, out: Path, **_: Any) -> dict[str, Any]:
+    """`fetch_window`, window after window, staging every page as the assets do."""
+    from chartly_dagster.core.plan import build_plan
+    from chartly_dagster.core.windows import Window
+    from chartly_dagster.runtime.executor import NetworkOptions, WindowTarget, fetch_window
+
+    resolved = _resolved(_profile_folder(out, port, page=PAGE))
+    total = 0
+    for i in range(days):
+        window = Window.parse(_iso(_day(i)), _iso(_day(i + 1)))
+        result = fetch_window(resolved, window, build_plan(resolved, window),
+                              target=WindowTarget.at(str(out / "data"), resumable=True,
+                                                     partition=_day(i).date().isoformat()),
+                              network=NetworkOptions("dev"), on_progress=lambda event: None)
+        total += result.records
+    return {"records": total}
+
+
+def worker_dagster(port: int, days: int, out: Path, *, page: int = PAGE,
+                   rate_per_minute: int | None = None, burst: int | None = None,
+                   windows_in_flight: int | None = None) -> dict[str, Any]:
+    """The asset through Dagster: one partition with `materialize`, or a range as one run of
+    the project's job; every blocking check runs and must pass."""
+    from dagster import AssetRecordsFilter, DagsterInstance, materialize
+
+    from chartly_dagster.integration import (
+        ChartlyResource,
+        PartitionMetadata,
+        build_definitions,
+    )
+    from chartly_dagster.integration._compat import (
+        ASSET_PARTITION_RANGE_END_TAG,
+        ASSET_PARTITION_RANGE_START_TAG,
+    )
+
+    folder = _profile_folder(out, port, page=page, rate_per_minute=rate_per_minute,
+                             burst=burst, windows_in_flight=windows_in_flight)
+    config: dict[str, Any] = {"env": "dev", "storage": {"root": str(out / "data")}}
+    if windows_in_flight is not None and _resource_has_windows_in_flight():
+        config["max_concurrent_windows"] = windows_in_flight
+    chartly = ChartlyResource(**config)
+    defs = build_definitions(folder, resource=chartly, schedules=False)
+    home = out / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
+    keys = [_day(i).date().isoformat() for i in range(days)]
+    with DagsterInstance.from_config(str(home)) as instance:
+        if days == 1:
+            result = materialize([*defs.assets, *defs.asset_checks], instance=instance,
+                                 partition_key=keys[0], resources=defs.resources,
+                                 raise_on_error=False)
+        else:
+            (job_name,) = [j.name for j in defs.jobs]
+            result = defs.resolve_job_def(job_name).execute_in_process(
+                instance=instance, raise_on_error=False,
+                tags={ASSET_PARTITION_RANGE_START_TAG: keys[0],
+                      ASSET_PARTITION_RANGE_END_TAG: keys[-1]})
+        if not result.success:
+            raise SystemExit("the Dagster run failed")
+        key = next(iter(defs.assets)).key
+        checks = [e.event_specific_data for e in result.all_events
+                  if e.event_type_value == "ASSET_CHECK_EVALUATION"
+                  and e.event_specific_data.partition is None]
+        records = 0
+        for pk in keys:
+            row = instance.fetch_materializations(
+                AssetRecordsFilter(asset_key=key, asset_partitions=[pk]), limit=1).records[0]
+            records += PartitionMetadata.extract(row.asset_materialization.metadata).records
+    effective = config.get("max_concurrent_windows")
+    return {"records": records, "checks_passed": sum(c.passed for c in checks),
+            "checks": len(checks), "windows_in_flight": effective}
+
+
+WORKERS = {"floor": worker_floor, "fetch_window": worker_fetch_window,
+           "dagster": worker_dagster}
+
+
+def run_worker(name: str, port: int, days: int, **options: Any) -> dict[str, Any]:
+    """One pipeline in a fresh process: its result, wall seconds and peak RSS."""
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.run(
+            [sys.executable, __file__, "--worker", name, "--port", str(port),
+             "--days", str(days), "--out", tmp, "--options", json.dumps(options)],
+            capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"{name} worker failed:\n{proc.stdout[-1000:]}\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# -- tables --------------------------------------------------------------------------------
+
+def _row(label: str, data: dict[str, Any], base: float) -> str:
+    checks = (f"{data['checks_passed']}/{data['checks']} passed" if "checks" in data
+              else "-")
+    return (f"| {label} | {data['records']:,} | {data['seconds']:.2f} | "
+            f"{data['records'] / data['seconds']:,.0f} | {data['seconds'] / base:.2f}x | "
+            f"{checks} | {data['rss_mb']:.0f} MB |")
+
+
+def _table(title: str, rows: list[tuple[str, dict[str, Any]]]) -> None:
+    base = rows[0][1]["seconds"]
+    print(f"\n{title}\n")
+    print("| path | records | seconds | records/s | time vs bare floor | checks | peak RSS |")
+    print("|---|---|---|---|---|---|---|")
+    for label, data in rows:
+        print(_row(label, data, base))
+
+
+def section_a(records: int) -> None:
+    per_hour = -(-records // 24)
+    with sandbox_process(per_hour) as (_, port):
+        rows = [("bare floor (httpx + orjson + pyarrow)", run_worker("floor", port, 1)),
+                ("`fetch_window`, pages staged", run_worker("fetch_window", port, 1)),
+                ("the asset through Dagster, all checks", run_worker("dagster", port, 1))]
+    _table(f"(a) one daily window of {rows[0][1]['records']:,} records, {PAGE}-record "
+           "pages, cursor pagination, sandbox process on loopback", rows)
+
+
+def section_b(records: int) -> None:
+    per_hour = -(-records // (24 * RANGE_DAYS))
+    with sandbox_process(per_hour) as (_, port):
+        rows = [("bare floor, window after window", run_worker("floor", port, RANGE_DAYS)),
+                ("`fetch_window`, window after window",
+                 run_worker("fetch_window", port, RANGE_DAYS)),
+                ("the asset, the range as one Dagster run, all checks",
+                 run_worker("dagster", port, RANGE_DAYS))]
+    _table(f"(b) {RANGE_DAYS} daily windows, {rows[0][1]['records']:,} records in all, "
+           f"{PAGE}-record pages", rows)
+
+
+def _rates(times: list[float]) -> tuple[float, float, int]:
+    """(seconds from first to last request, mean requests/s over them, most requests in any
+    one-second span), as the sandbox saw them."""
+    ts = sorted(times)
+    span = ts[-1] - ts[0] if len(ts) > 1 else 0.0
+    mean = (len(ts) - 1) / span if span else 0.0
+    peak, j = 0, 0
+    for i, t in enumerate(ts):
+        while ts[j] < t - 1.0:
+            j += 1
+        peak = max(peak, i - j + 1)
+    return span, mean, peak
+
+
+def section_c() -> None:
+    from chartly_dagster.sandbox import Fault, SandboxConfig, run_sandbox
+
+    supported = _profile_has_windows_in_flight() or _resource_has_windows_in_flight()
+    limit_per_s = LATENCY_RATE_PER_MINUTE / 60
+    rows = []
+    with run_sandbox(SandboxConfig(events_per_hour=LATENCY_EVENTS_PER_HOUR)) as sandbox:
+        for windows in (1, 4):
+            if windows > 1 and not supported:
+                rows.append(f"| {windows} | n/a: this build has no windows-in-flight "
+                            "setting | | | | | | | | |")
+                continue
+            sandbox.clear_requests()
+            sandbox.faults.clear()
+            sandbox.faults.add(Fault("slow", endpoint="/v1/events", times=None,
+                                     delay_ms=LATENCY_MS))
+            data = run_worker("dagster", sandbox.port, RANGE_DAYS, page=LATENCY_PAGE,
+                              rate_per_minute=LATENCY_RATE_PER_MINUTE, burst=LATENCY_BURST,
+                              windows_in_flight=windows)
+            span, mean, peak = _rates(sandbox.request_times("/v1/events"))
+            rows.append((windows, data, sandbox.request_count("/v1/events"), span, mean, peak))
+    first = next(r for r in rows if isinstance(r, tuple))
+    base, base_span = first[1]["seconds"], first[3]
+    print(f"\n(c) the {RANGE_DAYS}-window range as one Dagster run, {LATENCY_PAGE}-record "
+          f"pages each answered after {LATENCY_MS} ms, rate limit "
+          f"{LATENCY_RATE_PER_MINUTE}/min ({limit_per_s:.0f}/s, burst {LATENCY_BURST})\n")
+    print("Run seconds include starting Dagster, loading definitions and the checks; the "
+          "fetch span is the sandbox's first to last request.\n")
+    print("| windows in flight | records | run seconds | speed-up vs 1 | fetch span s | "
+          "fetch speed-up vs 1 | requests | mean requests/s seen | most in any 1 s | "
+          "peak RSS |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        if isinstance(row, str):
+            print(row)
+            continue
+        windows, data, requests, span, mean, peak = row
+        print(f"| {windows} | {data['records']:,} | {data['seconds']:.2f} | "
+              f"{base / data['seconds']:.2f}x | {span:.2f} | {base_span / span:.2f}x | "
+              f"{requests} | {mean:.1f} | {peak} (limit {limit_per_s + LATENCY_BURST:.0f}) | "
+              f"{data['rss_mb']:.0f} MB |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=1_000_000,
+                        help="records of the window in (a) and of the range in (b)")
+    parser.add_argument("--section", default="a,b,c", help="which tables, e.g. a,c")
+    parser.add_argument("--worker", choices=sorted(WORKERS))
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--days", type=int, default=1)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--options", default="{}")
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        began = time.perf_counter()
+        data = WORKERS[args.worker](args.port, args.days, args.out, **json.loads(args.options))
+        data["seconds"] = time.perf_counter() - began
+        data["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps(data))
+        return 0
+
+    sections = set(args.section.split(","))
+    if "a" in sections:
+        section_a(args.records)
+    if "b" in sections:
+        section_b(args.records)
+    if "c" in sections:
+        section_c()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
