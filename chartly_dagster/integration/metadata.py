@@ -56,6 +56,8 @@ class PartitionMetadata:
     dropped_out_of_window: int = 0
     duplicates: int = 0
     resumed_from_page: int = 0
+    #: the window's file came from an earlier run of this run's lineage (verified, not fetched)
+    reused: bool = False
     duration_seconds: float = 0.0
     watermark: str | None = None
     previous_watermark: str | None = None
@@ -104,14 +106,14 @@ class PartitionMetadata:
         return cls(**kwargs)
 
 
-# Page observations: what a re-executed run reads back to resume a window in flight.
+# Progress observations: a window's first page, then at most one per interval, and its end
+# (the resume point itself is kept in the window's staging manifest, not the event log).
 OBSERVATION_KIND = f"{PREFIX}observation"
 PAGE_OBSERVATION = "page"
 WINDOW_COMPLETE_OBSERVATION = "window_complete"
 PAGE = f"{PREFIX}page"
 PLAN_HASH = PartitionMetadata.key("plan_hash")
 CONTENT_HASH = PartitionMetadata.key("content_hash")
-CHECKPOINT = PartitionMetadata.key("checkpoint")
 RECORDS = PartitionMetadata.key("records")
 BYTES = PartitionMetadata.key("bytes")
 
