@@ -183,8 +183,8 @@ def _failure(resolved: ResolvedProfile, failures: dict[str, BaseException],
             codes.append("internal")
     first = min(failures)
     return Failure(
-        description=(f"{format_ref(resolved.ref)}: {len(failures)} window(s) failed, "
-                     f"{finished} finished (recorded, reused on re-execution):\n"
+        description=(f"{format_ref(resolved.ref)}: window(s) {', '.join(sorted(failures))} "
+                     f"failed, {finished} finished (recorded, reused on re-execution):\n"
                      + "\n".join(lines)),
         metadata={"failed_partitions": ", ".join(sorted(failures)),
                   "window_start": windows[first].to_dict()["start"],

@@ -13,8 +13,8 @@ from typing import Literal, get_args
 
 from .data import ENDPOINTS
 
-FaultKind = Literal["status", "redirect", "slow", "reset", "truncated", "malformed", "oversized",
-                    "duplicate", "skip", "stuck_cursor"]
+FaultKind = Literal["status", "redirect", "slow", "hold", "reset", "truncated", "malformed",
+                    "oversized", "duplicate", "skip", "stuck_cursor"]
 FAULT_KINDS: frozenset[str] = frozenset(get_args(FaultKind))
 HEALTH_PATH = "/health"
 ME_PATH = "/v1/me"
@@ -38,6 +38,8 @@ class Fault:
       redirect     `status` (default 302; 301/302/303/307/308) to `location`.
       slow         sleep `delay_ms`, before anything is sent (`phase="headers"`) or after
                    part of the body (`phase="body"`).
+      hold         send nothing until the test calls `release()` (the request is already in
+                   the request log): a condition a test waits for instead of a duration.
       reset        send headers and `cut_fraction` of the body, then RST the connection.
       truncated    send the first `cut_fraction` of the body with a matching Content-Length.
       malformed    a 200 whose body is not JSON.
@@ -62,6 +64,8 @@ class Fault:
     pad_bytes: int = 20 * 1024 * 1024
     location: str = "/"
     fired: int = field(default=0, init=False)
+    released: threading.Event = field(default_factory=threading.Event, init=False,
+                                      repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -81,6 +85,10 @@ class Fault:
             raise ValueError("cut_fraction must be in [0, 1)")
         if self.delay_ms < 0 or self.pad_bytes < 0:
             raise ValueError("delay_ms and pad_bytes must be >= 0")
+
+    def release(self) -> None:
+        """Let every request this `hold` fault holds (or will hold) proceed."""
+        self.released.set()
 
     def matches(self, path: str, ordinal: int) -> bool:
         """Whether this fault applies to the `ordinal`-th request to `path`."""

@@ -170,6 +170,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if fault is not None and fault.kind == "slow" and fault.phase == "headers":
             time.sleep(fault.delay_ms / 1000)
+        if fault is not None and fault.kind == "hold":
+            fault.released.wait()
         if path == ME_PATH:
             reply = Reply(200, b'{"ok":true}')
         else:
