@@ -430,7 +430,7 @@ def fetch_window(resolved: ResolvedProfile, window: Window, plan: Plan, *,
                    retry, counter, on_progress, seams.sleep)
         uri, content_hash, file_bytes = writer.commit()
         checkpoint = run.checkpoint(paginator)
-        if not target.resumable:
+        if target.lineage is None:  # nobody may reuse this window: nothing to keep
             staging.clear()
     except Exception as exc:
         if writer is not None:
@@ -462,7 +462,8 @@ def fetch_window(resolved: ResolvedProfile, window: Window, plan: Plan, *,
         duration_seconds=duration, arrow_schema=ENVELOPE_ARROW_SCHEMA,
         watermark=run.watermark, resumed_from_page=run.resumed_from_page,
         capped_by=run.capped_by)
-    if target.resumable:  # the pages are in the file now; the manifest says where it is
+    if target.resumable and target.lineage is not None:
+        # The pages are in the file now; the manifest says where it is, for a re-execution.
         staging.drop_pages()
         staging.write_manifest({"state": MANIFEST_COMPLETE, "plan_hash": plan.plan_hash,
                                 "lineage": target.lineage, "result": result.to_manifest()})
