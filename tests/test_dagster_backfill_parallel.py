@@ -32,7 +32,9 @@ from dagster import (
     ReexecutionOptions,
     build_reconstructable_job,
     execute_job,
+    in_process_executor,
     instance_for_test,
+    multiprocess_executor,
 )
 
 from chartly_dagster.integration import ChartlyResource, PartitionMetadata, build_definitions
@@ -277,3 +279,14 @@ def test_a_run_killed_mid_range_is_reexecuted_without_fetching_a_page_twice(
             assert meta is not None and meta.pages == PAGES_PER_DAY, day
             kept_pages += meta.pages if meta.reused else meta.resumed_from_page
         assert kept_pages == len(answered)
+
+
+def test_a_chosen_executor_runs_project_jobs_and_backfills(sandbox: Sandbox,
+                                                           tmp_path: Path) -> None:
+    """Connectors side by side is one option away; a profile's own job stays in process."""
+    parallel = multiprocess_executor.configured({"max_concurrent": 4}, name="side_by_side")
+    defs = build_definitions(copy_profiles(tmp_path / "profiles", sandbox.port), env="dev",
+                             executor=parallel)
+    assert defs.resolve_job_def("tenant_demo__proj_sales").executor_def is parallel
+    assert defs.resolve_implicit_global_asset_job_def().executor_def is parallel
+    assert defs.resolve_job_def(ORDERS_JOB).executor_def is in_process_executor
