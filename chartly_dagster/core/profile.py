@@ -697,7 +697,7 @@ class PartitionsSpec(StrictModel):
     timezone: str = "UTC"
     cron: str | None = Field(None, description="custom cadence: cron schedule of window starts.")
     end_offset: int = Field(0, ge=0, le=0, description="Only completed windows are partitions.")
-    max_concurrent_windows: int | None = Field(None, ge=1, le=64, description=(
+    max_concurrent_windows: int | None = Field(None, ge=1, le=16, description=(
         "Windows of one range run fetched at once (sharing the rate limit); a deployment "
         "may lower it. Default 4."))
 

@@ -157,7 +157,7 @@ class ChartlyResource(ConfigurableResource):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     secrets: SecretsConfig = Field(default_factory=SecretsConfig)
     egress: EgressConfig = Field(default_factory=EgressConfig)
-    max_concurrent_windows: int | None = Field(None, ge=1, le=64, description=(
+    max_concurrent_windows: int | None = Field(None, ge=1, le=16, description=(
         "Windows of one range run fetched at once, sharing each connector's rate limit and "
         "connection pool; only ever lowers a profile's partitions.maxConcurrentWindows. "
         "Default: the profile's value, else 4."))
