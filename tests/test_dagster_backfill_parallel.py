@@ -37,17 +37,24 @@ from dagster import (
     multiprocess_executor,
 )
 
-from chartly_dagster.integration import ChartlyResource, PartitionMetadata, build_definitions
+from chartly_dagster.integration import (
+    ChartlyResource,
+    PartitionMetadata,
+    build_definitions,
+    load_profile,
+)
 from chartly_dagster.integration._compat import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
 )
+from chartly_dagster.integration.events import concurrent_windows
 from chartly_dagster.integration.metadata import OBSERVATION_KIND, raw_value
 from chartly_dagster.sandbox import Fault, Sandbox
 from tests.fixtures_profiles import copy_profiles
 
 ORDERS = AssetKey(["tenant-demo", "proj-sales", "orders"])
 ORDERS_JOB = "tenant_demo__proj_sales__orders_job"
+ORDERS_DEV = "tenant-demo/proj-sales::connector/orders@2.1.0#dev"
 ORDERS_PATH = "/v2/orders"
 #: the sandbox serves 1,440 orders a day: 500-record pages make three pages per window
 PAGE_SIZE = 500
@@ -290,3 +297,20 @@ def test_a_chosen_executor_runs_project_jobs_and_backfills(sandbox: Sandbox,
     assert defs.resolve_job_def("tenant_demo__proj_sales").executor_def is parallel
     assert defs.resolve_implicit_global_asset_job_def().executor_def is parallel
     assert defs.resolve_job_def(ORDERS_JOB).executor_def is in_process_executor
+
+
+def test_windows_at_once_come_from_the_profile_lowered_by_the_resource(
+        sandbox: Sandbox, tmp_path: Path) -> None:
+    plain = load_profile(_orders_profiles(sandbox, tmp_path / "plain"), ORDERS_DEV)
+    profiles = _orders_profiles(sandbox, tmp_path / "limited")
+    orders = next(profiles.rglob("orders.yaml"))
+    doc = yaml.safe_load(orders.read_text(encoding="utf-8"))
+    doc["spec"]["partitions"]["maxConcurrentWindows"] = 2
+    orders.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    limited = load_profile(profiles, ORDERS_DEV)
+    assert [concurrent_windows(plain, n) for n in (None, 1, 8)] == [4, 1, 8]
+    assert [concurrent_windows(limited, n) for n in (None, 1, 8)] == [2, 1, 2]
+    # Unset, it is not dumped: the resolved hash (and golden plans) stay as they were.
+    assert "maxConcurrentWindows" not in plain.spec.partitions.model_dump(by_alias=True)
+    assert limited.spec.partitions.model_dump(by_alias=True)["maxConcurrentWindows"] == 2
+    assert limited.hash != plain.hash
