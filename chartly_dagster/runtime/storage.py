@@ -30,7 +30,10 @@ import pyarrow.parquet as pq
 from ..core.errors import PreconditionFailed, UsageError
 from .envelope import ENVELOPE_ARROW_SCHEMA, HASHED_FIELDS, ContentHasher
 
-ROW_GROUP_ROWS = 32 * 1024
+#: Rows per Parquet row group. Until a group is written its pages are held in memory
+#: (constant columns still expanded), ~1.2 KB a row: 8k rows keep each window in flight
+#: near 10 MB, so four windows at once stay well inside a worker's memory.
+ROW_GROUP_ROWS = 8 * 1024
 # Columns that repeat per window or page. Dictionary-encoding the unique ones (ids, raw,
 # hashes) only burns CPU building a dictionary Parquet then abandons.
 DICTIONARY_COLUMNS = ("envelope_version", "record_type", "source", "source_instance",
@@ -269,7 +272,7 @@ class WindowFileWriter:
         self._schema = ENVELOPE_ARROW_SCHEMA.with_metadata({PLAN_HASH_KEY: plan_hash.encode()})
         self._check = check
         self._hasher = ContentHasher()
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=8)
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=4)  # pages waiting, bounded
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="chartly-parquet", daemon=True)
         self._thread.start()
