@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import yaml
 from dagster import (
     AssetKey,
@@ -314,3 +315,33 @@ def test_windows_at_once_come_from_the_profile_lowered_by_the_resource(
     assert "maxConcurrentWindows" not in plain.spec.partitions.model_dump(by_alias=True)
     assert limited.spec.partitions.model_dump(by_alias=True)["maxConcurrentWindows"] == 2
     assert limited.hash != plain.hash
+
+
+def test_a_finished_file_that_changed_since_is_fetched_again_not_reused(
+        sandbox: Sandbox, secrets_env: dict, tmp_path: Path,
+        dagster_instance: DagsterInstance) -> None:
+    profiles = _orders_profiles(sandbox, tmp_path / "profiles")
+    days = _days(1, 2)
+    # One window at a time: the first finishes, the second's first request fails for good.
+    sandbox.faults.add(Fault(kind="status", status=401, endpoint=ORDERS_PATH,
+                             on_request=PAGES_PER_DAY + 1))
+    recon = build_reconstructable_job(__name__, "orders_job",
+                                      reconstructable_args=(str(profiles), 1))
+    with execute_job(recon, instance=dagster_instance,
+                     tags=_range_tags(days[0], days[-1])) as first:
+        assert not first.success
+        first_id = first.run_id
+    finished = _latest(dagster_instance, days[0])
+    assert finished is not None and finished.uri is not None
+    path = Path(finished.uri.removeprefix("file://"))
+    table = pq.read_table(path)
+    pq.write_table(table.slice(0, table.num_rows - 1), path)  # a record lost since
+    sandbox.clear_requests()
+    with execute_job(recon, instance=dagster_instance, tags=_range_tags(days[0], days[-1]),
+                     reexecution_options=ReexecutionOptions.from_failure(
+                         first_id, dagster_instance)) as second:
+        assert second.success
+    refetched = _latest(dagster_instance, days[0])
+    assert refetched is not None and not refetched.reused
+    assert refetched.content_hash == finished.content_hash  # the same records, fetched again
+    assert len(_pages(sandbox.request_log)) == 2 * PAGES_PER_DAY
