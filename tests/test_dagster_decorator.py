@@ -45,11 +45,12 @@ def test_user_body_wraps_the_event_iterator(sandbox: Sandbox, sandbox_profiles: 
     assert spec_metadata[META_KEY_TRANSLATOR] is translator
     result = materialize([orders], instance=dagster_instance,
                          partition_key="2026-01-05", resources={
-                             "chartly": ChartlyResource(env="dev")})
+                             "chartly": ChartlyResource(env="dev",
+                                                        progress_interval_seconds=3600)})
     assert result.success
-    # The window's completion, then the one result of the step (page observations are
-    # logged as they happen, not yielded, so a crash cannot lose them).
-    assert seen == ["AssetObservation", MaterializeResult.__name__]
+    # The window's first page and its completion (progress is yielded at a bounded rate),
+    # then the one result of the step.
+    assert seen == ["AssetObservation", "AssetObservation", MaterializeResult.__name__]
     meta = PartitionMetadata.extract(
         result.asset_materializations_for_node(orders.node_def.name)[0].metadata)
     assert meta.profile_ref == ORDERS_DEV and meta.env == "dev" and meta.records > 0

@@ -742,12 +742,17 @@ class LimitsSpec(StrictModel):
 class PartitionsSpec(StrictModel):
     """The explicit time windows a profile is partitioned by."""
 
+    added_fields: ClassVar[frozenset[str]] = frozenset({"max_concurrent_windows"})
+
     cadence: Literal["hourly", "daily", "weekly", "custom"] = "daily"
     start: datetime = Field(strict=False, description="First window start, RFC3339 with "
                                                       "offset (YAML gives it as text).")
     timezone: str = "UTC"
     cron: str | None = Field(None, description="custom cadence: cron schedule of window starts.")
     end_offset: int = Field(0, ge=0, le=0, description="Only completed windows are partitions.")
+    max_concurrent_windows: int | None = Field(None, ge=1, le=16, description=(
+        "Windows of one range run fetched at once (sharing the rate limit); a deployment "
+        "may lower it. Default 4."))
 
     @field_validator("start")
     @classmethod

@@ -1,9 +1,9 @@
-"""Read a partition's checkpoint state back from the Dagster instance.
+"""Where a partition stands, from the Dagster instance and the run.
 
-The instance is the checkpoint store: a partition's last materialization holds its final
-checkpoint, and the page observations logged after it hold the progress of a window that
-was in flight when a run failed. Everything is looked up per partition, because
-`get_latest_materialization_event` ignores partitions.
+A partition's last materialization holds its final checkpoint (read per partition, because
+`get_latest_materialization_event` ignores partitions). The progress of a window in flight
+is not here: it is kept in the window's staging manifest (runtime/executor.py), which a
+re-execution reads back, scoped to the run's lineage.
 """
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
+from dagster import AssetExecutionContext, AssetKey, AssetRecordsFilter, DagsterInstance
 
-from ..runtime.executor import Checkpoint
 from . import metadata as md
 
 
@@ -36,24 +35,11 @@ def last_materialization(instance: DagsterInstance, key: AssetKey,
     return PartitionRecord(records[0].storage_id, md.plain(dict(event.metadata) if event else {}))
 
 
-def resume_checkpoint(instance: DagsterInstance, key: AssetKey, partition: str, *,
-                      plan_hash: str, after_storage_id: int | None) -> Checkpoint | None:
-    """The last page checkpoint of an unfinished window of the same plan, logged after the
-    last success.
+def run_lineage(context: AssetExecutionContext) -> str:
+    """The id shared by a run and all its re-executions (its root run's id).
 
-    Observations of another plan (the profile changed in between) are ignored: resuming
-    someone else's cursor would mix two plans in one file. So is a checkpoint this version
-    cannot read (written by an older one): the window then starts over.
+    A window a failed run finished is reused only by a re-execution of that run: a fresh
+    run of the same partitions means "fetch again" (the upstream may have late data).
     """
-    records = instance.fetch_observations(
-        AssetRecordsFilter(asset_key=key, asset_partitions=[partition],
-                           after_storage_id=after_storage_id), limit=1).records
-    if not records or records[0].asset_observation is None:
-        return None
-    meta = md.plain(dict(records[0].asset_observation.metadata))
-    if meta.get(md.OBSERVATION_KIND) != md.PAGE_OBSERVATION or meta.get(md.PLAN_HASH) != plan_hash:
-        return None
-    try:
-        return Checkpoint.from_contract(meta[md.CHECKPOINT])
-    except (KeyError, TypeError, ValueError):
-        return None
+    run = context.run
+    return run.root_run_id or run.run_id

@@ -1,22 +1,31 @@
 """Turn one profile's partitions into Dagster events while the windows are fetched.
 
-Like dagster-sling's event iterator: the run reports as the work progresses. Each page
-that is durably staged becomes an `AssetObservation` (the resume point if the run dies),
-and each finished window gets its own per-partition metadata.
+Like dagster-sling's event iterator: the run reports as the work progresses. Up to N
+windows are fetched at once on worker threads that share the connector's token bucket and
+one connection pool; the workers only put what happened on a queue, and this generator,
+on the step's own thread, turns it into Dagster events (the Dagster context is not
+thread-safe). The resume point of a window in flight lives in its staging manifest, so the
+event log gets progress at a bounded rate: a window's first page, at most one observation
+per interval after it, and one when the window is complete.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from dagster import (
     AssetExecutionContext,
     AssetKey,
+    AssetMaterialization,
     AssetObservation,
     DagsterInstance,
     Failure,
     MaterializeResult,
-    MetadataValue,
     PartitionsDefinition,
     TableColumn,
     TableSchema,
@@ -24,25 +33,35 @@ from dagster import (
 
 from ..core.catalog import ResolvedProfile, check_run_scope
 from ..core.errors import ChartlyError
-from ..core.plan import build_plan
+from ..core.plan import Plan, build_plan
 from ..core.refs import format_ref
+from ..core.windows import Window
 from ..runtime.egress import EnvPolicy
 from ..runtime.executor import (
     NetworkOptions,
     PageProgress,
+    ResumeReport,
     RunEvent,
     WindowResult,
     WindowTarget,
     fetch_window,
+    forget_window,
+    reusable_window,
+    staged_checkpoint,
 )
 from ..runtime.recording import RecordTo, recording_enabled
 from ..runtime.secrets import SecretResolver
 from ..runtime.storage import Storage
 from . import metadata as md
-from .checkpoints import last_materialization, resume_checkpoint
+from .checkpoints import PartitionRecord, last_materialization, run_lineage
 from .metadata import PartitionMetadata
 from .partitions import previous_partition_key, window_for_partition
 from .recordings import recording_fields
+
+#: windows of one run fetched at once when neither the profile nor the resource says
+DEFAULT_MAX_CONCURRENT_WINDOWS = 4
+#: seconds between two progress observations of one window (besides its first page and end)
+DEFAULT_PROGRESS_INTERVAL_SECONDS = 5.0
 
 
 def column_schema(result: WindowResult) -> TableSchema:
@@ -63,7 +82,7 @@ def partition_metadata(result: WindowResult, *, env: str, previous: PartitionMet
         records=result.records, pages=result.pages, bytes=result.bytes,
         file_bytes=result.file_bytes, requests=result.requests, retries=result.retries,
         dropped_out_of_window=result.dropped_out_of_window, duplicates=result.duplicates,
-        resumed_from_page=result.resumed_from_page,
+        resumed_from_page=result.resumed_from_page, reused=result.reused,
         duration_seconds=round(result.duration_seconds, 3),
         watermark=result.watermark, previous_watermark=previous_watermark,
         checkpoint=result.checkpoint.to_contract(),
@@ -75,26 +94,62 @@ def partition_metadata(result: WindowResult, *, env: str, previous: PartitionMet
         **recording_fields(result))
 
 
-def _progress_observer(context: AssetExecutionContext, key: AssetKey, partition: str,
-                       plan_hash: str) -> Callable[[RunEvent], None]:
-    """Log each staged page at once (not when the step ends): it must outlive a crash.
+def concurrent_windows(resolved: ResolvedProfile, configured: int | None) -> int:
+    """How many windows a run fetches at once: the profile's `partitions.maxConcurrentWindows`
+    (what the upstream tolerates), lowered by the deployment's setting, default 4."""
+    values = [v for v in (resolved.spec.partitions.max_concurrent_windows, configured)
+              if v is not None]
+    return min(values) if values else DEFAULT_MAX_CONCURRENT_WINDOWS
 
-    How a resume started (or that staging was lost) goes to the run's event log.
-    """
-    def observe(event: RunEvent) -> None:
-        if not isinstance(event, PageProgress):
-            log = context.log.warning if event.staging_lost else context.log.info
-            log(f"{partition}: {event.message}")
-            return
-        context.log_event(AssetObservation(asset_key=key, partition=partition, metadata={
-            md.OBSERVATION_KIND: md.PAGE_OBSERVATION,
-            md.PAGE: event.page,
-            md.RECORDS: event.records,
-            md.BYTES: event.bytes,
-            md.PLAN_HASH: plan_hash,
-            md.CHECKPOINT: MetadataValue.json(event.checkpoint.to_contract()),
-        }))
-    return observe
+
+@dataclass(frozen=True)
+class _WindowJob:
+    """One partition of the run: its window, plan and last materialization before the run."""
+
+    partition: str
+    window: Window
+    plan: Plan
+    previous: PartitionRecord | None
+
+
+#: what a worker reports: (partition, a progress event, the window's result or its error)
+_Report = tuple[str, RunEvent | WindowResult | BaseException]
+
+
+def _fetch(resolved: ResolvedProfile, job: _WindowJob, target: WindowTarget,
+           network: NetworkOptions, report: Callable[[_Report], None]) -> None:
+    """Worker: reuse the window's verified file from a failed run of this lineage, or fetch
+    it (resuming after its last staged page); every outcome goes to `report`."""
+    try:
+        result = reusable_window(resolved, job.window, job.plan, target)
+        if result is None:
+            result = fetch_window(
+                resolved, job.window, job.plan, target=target, network=network,
+                resume=staged_checkpoint(resolved, job.window, job.plan, target),
+                on_progress=lambda event: report((job.partition, event)))
+        report((job.partition, result))
+    except BaseException as exc:  # handed to the step's thread, which decides
+        report((job.partition, exc))
+
+
+class _StepStopped(Exception):
+    """Raised in a worker to stop its window because the step is being torn down."""
+
+
+class _ProgressThrottle:
+    """Lets through a window's first page, then at most one page per `interval` seconds."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._last: dict[str, float] = {}
+
+    def due(self, partition: str) -> bool:
+        now = time.monotonic()
+        last = self._last.get(partition)
+        if last is not None and now - last < self.interval:
+            return False
+        self._last[partition] = now
+        return True
 
 
 def _previous_watermark(instance: DagsterInstance, key: AssetKey,
@@ -121,16 +176,44 @@ def profile_of(context: AssetExecutionContext) -> ResolvedProfile:
     return resolved
 
 
+def _failure(resolved: ResolvedProfile, failures: dict[str, BaseException],
+             windows: dict[str, Window], finished: int) -> Failure:
+    """One step failure naming every failed window (and keeping the finished ones' count)."""
+    lines, codes = [], []
+    for partition in sorted(failures):
+        exc = failures[partition]
+        if isinstance(exc, ChartlyError):
+            lines.append(f"partition {partition}: {exc.message}")
+            codes.append(exc.platform_code)
+        else:  # a bug: named by type only (its text might hold anything)
+            lines.append(f"partition {partition}: internal error ({type(exc).__name__})")
+            codes.append("internal")
+    first = min(failures)
+    return Failure(
+        description=(f"{format_ref(resolved.ref)}: window(s) {', '.join(sorted(failures))} "
+                     f"failed, {finished} finished (recorded, reused on re-execution):\n"
+                     + "\n".join(lines)),
+        metadata={"failed_partitions": ", ".join(sorted(failures)),
+                  "window_start": windows[first].to_dict()["start"],
+                  "code": failures[first].code
+                  if isinstance(failures[first], ChartlyError) else "internal"},
+        allow_retries=all(code in ("unavailable", "rate_limited") for code in codes))
+
+
 def connector_events(context: AssetExecutionContext, *, env: str, destination: str,
                      staging_dir: str, secrets: SecretResolver, env_policy: EnvPolicy,
                      record_responses: bool | None = None,
+                     max_concurrent_windows: int | None = None,
+                     progress_interval_seconds: float = DEFAULT_PROGRESS_INTERVAL_SECONDS,
                      ) -> Iterator[AssetObservation | MaterializeResult]:
-    """Fetch every partition of the run in order, resuming any window left in flight.
+    """Fetch every partition of the run, up to N windows at once, resuming any window left
+    in flight and reusing any a failed run of this lineage finished.
 
-    Each finished window gets its own per-partition metadata and a `window_complete`
-    observation, so that a later re-execution does not mistake that window's last page
-    observation for a resume point; the final `MaterializeResult` carries nothing
-    partition-specific, because Dagster copies it onto every partition of a range run.
+    Every window is attempted even when another fails. If all succeed, each gets its own
+    per-partition metadata on the one `MaterializeResult` (which itself carries nothing
+    partition-specific, because Dagster copies it onto every partition of a range run).
+    If some fail, the finished ones are materialized one by one and the step fails naming
+    the failed windows.
     """
     resolved = profile_of(context)
     key = context.assets_def.key
@@ -141,45 +224,95 @@ def connector_events(context: AssetExecutionContext, *, env: str, destination: s
     try:  # the resource's env must be one the profile allows (a profile is its own scope)
         check_run_scope(resolved, env=env, tenant=resolved.ref.tenant,
                         project=resolved.ref.project)
+        network = NetworkOptions(env, secrets, env_policy)
+        client = network.open_client(resolved)  # one connection pool for every window
     except ChartlyError as exc:
-        raise Failure(description=exc.message, allow_retries=False) from exc
+        raise Failure(description=f"{format_ref(resolved.ref)}: {exc.message}",
+                      allow_retries=False) from exc
     instance = context.instance
     storage = Storage.parse(destination)
     record = recording_enabled(resolved.spec, env, record_responses)
-    network = NetworkOptions(env, secrets, env_policy,
-                             recording=RecordTo(storage) if record else None)
-    # Windows finished earlier in this run are not materialized until the step ends.
-    watermarks: dict[str, str | None] = {}
+    lineage = run_lineage(context)
+    jobs: list[_WindowJob] = []
     for partition in context.partition_keys:
         window = window_for_partition(partitions_def, partition)
-        plan = build_plan(resolved, window)
-        previous = last_materialization(instance, key, partition)
-        previous_watermark = _previous_watermark(instance, key, partitions_def, partition,
-                                                 watermarks)
-        resume = resume_checkpoint(instance, key, partition, plan_hash=plan.plan_hash,
-                                   after_storage_id=previous.storage_id if previous else None)
-        try:
-            result = fetch_window(
-                resolved, window, plan,
-                target=WindowTarget(storage, partition, resumable=True,
-                                    staging_root=staging_dir),
-                network=network, resume=resume,
-                on_progress=_progress_observer(context, key, partition, plan.plan_hash))
-        except ChartlyError as exc:
-            raise Failure(
-                description=f"{format_ref(resolved.ref)} partition {partition}: {exc.message}",
-                metadata={"partition": partition, "code": exc.code,
-                          "window_start": window.to_dict()["start"]},
-                allow_retries=exc.platform_code in ("unavailable", "rate_limited"),
-            ) from exc
-        watermarks[partition] = result.watermark
+        jobs.append(_WindowJob(partition, window, build_plan(resolved, window),
+                               last_materialization(instance, key, partition)))
+    plan_hashes = {job.partition: job.plan.plan_hash for job in jobs}
+    targets = {job.partition: WindowTarget(storage, job.partition, resumable=True,
+                                           staging_root=staging_dir, lineage=lineage)
+               for job in jobs}
+    workers = min(len(jobs), concurrent_windows(resolved, max_concurrent_windows)) or 1
+    # Windows share the connector's client (one pool); a recorded window wraps its own.
+    shared = NetworkOptions(env, secrets, env_policy, client=client,
+                            recording=RecordTo(storage) if record else None)
+    inbox: queue.SimpleQueue[_Report] = queue.SimpleQueue()
+    results: dict[str, WindowResult] = {}
+    failures: dict[str, BaseException] = {}
+    throttle = _ProgressThrottle(progress_interval_seconds)
+    if workers > 1:
+        context.log.info(f"fetching {len(jobs)} window(s), up to {workers} at once")
+    stopping = threading.Event()
+
+    def report(item: _Report) -> None:
+        if stopping.is_set() and isinstance(item[1], PageProgress):
+            raise _StepStopped  # ends that window after a staged page (it resumes later)
+        inbox.put(item)
+
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chartly-window")
+    try:
+        for job in jobs:
+            pool.submit(_fetch, resolved, job, targets[job.partition], shared, report)
+        while len(results) + len(failures) < len(jobs):
+            partition, item = inbox.get()
+            if isinstance(item, PageProgress):
+                if throttle.due(partition):
+                    yield AssetObservation(asset_key=key, partition=partition, metadata={
+                        md.OBSERVATION_KIND: md.PAGE_OBSERVATION, md.PAGE: item.page,
+                        md.RECORDS: item.records, md.BYTES: item.bytes,
+                        md.PLAN_HASH: plan_hashes[partition]})
+            elif isinstance(item, ResumeReport):
+                log = context.log.warning if item.staging_lost else context.log.info
+                log(f"{partition}: {item.message}")
+            elif isinstance(item, WindowResult):
+                results[partition] = item
+                how = "reused (verified) from the failed run" if item.reused else "fetched"
+                context.log.info(f"{partition}: {item.records} records in {item.pages} pages "
+                                 f"{how} -> {item.uri}")
+                yield AssetObservation(asset_key=key, partition=partition, metadata={
+                    md.OBSERVATION_KIND: md.WINDOW_COMPLETE_OBSERVATION,
+                    md.PLAN_HASH: item.plan_hash, md.CONTENT_HASH: item.content_hash,
+                    md.RECORDS: item.records, md.PAGE: item.pages})
+            else:
+                failures[partition] = item
+                context.log.error(f"{partition}: window failed: " + (
+                    item.message if isinstance(item, ChartlyError) else type(item).__name__))
+    finally:
+        # Normally every window has ended here. A step torn down early (the run was
+        # terminated) cancels the windows not started and stops the others after their
+        # current page, so the pool is gone before the client closes.
+        stopping.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        client.close()
+    watermarks = {p: r.watermark for p, r in results.items()}
+    recorded = []
+    for job in jobs:  # in partition order, so `previous_watermark` never depends on timing
+        result = results.get(job.partition)
+        if result is None:
+            continue
         meta = partition_metadata(
-            result, env=env, previous_watermark=previous_watermark,
-            previous=PartitionMetadata.extract(previous.metadata) if previous else None)
+            result, env=env,
+            previous_watermark=_previous_watermark(instance, key, partitions_def,
+                                                   job.partition, watermarks),
+            previous=PartitionMetadata.extract(job.previous.metadata) if job.previous else None)
+        recorded.append((job.partition, meta))
+    if failures:
+        for partition, meta in recorded:  # the finished windows keep their work
+            context.log_event(AssetMaterialization(asset_key=key, partition=partition,
+                                                   metadata=meta.to_metadata()))
+        raise _failure(resolved, failures, {j.partition: j.window for j in jobs}, len(results))
+    for partition, meta in recorded:
         context.add_asset_metadata(meta.to_metadata(), asset_key=key, partition_key=partition)
-        context.log.info(f"{partition}: {result.records} records in {result.pages} pages "
-                         f"-> {result.uri}")
-        yield AssetObservation(asset_key=key, partition=partition, metadata={
-            md.OBSERVATION_KIND: md.WINDOW_COMPLETE_OBSERVATION, md.PLAN_HASH: result.plan_hash,
-            md.CONTENT_HASH: result.content_hash, md.RECORDS: result.records})
     yield MaterializeResult(asset_key=key)
+    for job in jobs:  # materialized: a later run of these windows fetches afresh
+        forget_window(resolved, job.window, targets[job.partition])

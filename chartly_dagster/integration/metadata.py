@@ -106,6 +106,8 @@ class PartitionMetadata(StoredMetadata):
     dropped_out_of_window: int = 0
     duplicates: int = 0
     resumed_from_page: int = 0
+    #: the window's file came from an earlier run of this run's lineage (verified, not fetched)
+    reused: bool = False
     duration_seconds: float = 0.0
     watermark: str | None = None
     previous_watermark: str | None = None
@@ -163,7 +165,6 @@ WINDOW_COMPLETE_OBSERVATION = "window_complete"
 PAGE = f"{PREFIX}page"
 PLAN_HASH = PartitionMetadata.key("plan_hash")
 CONTENT_HASH = PartitionMetadata.key("content_hash")
-CHECKPOINT = PartitionMetadata.key("checkpoint")
 RECORDS = PartitionMetadata.key("records")
 BYTES = PartitionMetadata.key("bytes")
 

@@ -34,7 +34,7 @@ from ..runtime.secrets import (
     SecretProvider,
     SecretResolver,
 )
-from .events import connector_events
+from .events import DEFAULT_PROGRESS_INTERVAL_SECONDS, connector_events
 
 RESOURCE_KEY = "chartly"
 
@@ -161,6 +161,13 @@ class ChartlyResource(ConfigurableResource):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     secrets: SecretsConfig = Field(default_factory=SecretsConfig)
     egress: EgressConfig = Field(default_factory=EgressConfig)
+    max_concurrent_windows: int | None = Field(None, ge=1, le=16, description=(
+        "Windows of one range run fetched at once, sharing each connector's rate limit and "
+        "connection pool; only ever lowers a profile's partitions.maxConcurrentWindows. "
+        "Default: the profile's value, else 4."))
+    progress_interval_seconds: float = Field(DEFAULT_PROGRESS_INTERVAL_SECONDS, gt=0, description=(
+        "At most one progress observation per window per this many seconds (plus the "
+        "window's first page and its end); resume points are kept in staging, not here."))
 
     def fetch(self, context: AssetExecutionContext
               ) -> Iterator[AssetObservation | MaterializeResult]:
@@ -173,4 +180,7 @@ class ChartlyResource(ConfigurableResource):
             context, env=self.env, destination=self.storage.destination(context.instance),
             staging_dir=self.storage.staging_dir(context.instance),
             secrets=self.secrets.resolver(), env_policy=self.egress.policy(),
-            record_responses=self.storage.record_responses)
+            record_responses=self.storage.record_responses,
+
+            max_concurrent_windows=self.max_concurrent_windows,
+            progress_interval_seconds=self.progress_interval_seconds)

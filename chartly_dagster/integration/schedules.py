@@ -1,7 +1,8 @@
 """Jobs and schedules: a job per project (per partitioning), a schedule per profile.
 
-Every job runs in process: these assets wait on HTTP rather than CPU, and a Python process
-per step (the multiprocess default) would cost more than the work itself.
+A profile's own job runs in process: its steps (the asset, then its checks) run one after
+another anyway, and a Python process per step would cost more than the work itself. A
+project job takes the executor the code location chooses (connectors side by side).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dagster import (
     AssetKey,
     AssetSelection,
     DefaultScheduleStatus,
+    ExecutorDefinition,
     PartitionsDefinition,
     ScheduleDefinition,
     build_schedule_from_partitioned_job,
@@ -43,7 +45,9 @@ def job_name(*parts: str) -> str:
     return _NOT_NAME.sub("_", "__".join(parts))
 
 
-def project_job(project: ProjectAssets, name: str) -> UnresolvedAssetJobDefinition:
+def project_job(project: ProjectAssets, name: str,
+                executor_def: ExecutorDefinition = identified_in_process_executor
+                ) -> UnresolvedAssetJobDefinition:
     """Materializes the project's assets, their checks and the assets built on them.
 
     A Dagster run targets one partitions definition, so a project whose profiles differ in
@@ -51,7 +55,7 @@ def project_job(project: ProjectAssets, name: str) -> UnresolvedAssetJobDefiniti
     """
     return define_asset_job(name=name,
                             selection=AssetSelection.assets(*project.keys, *project.downstream),
-                            executor_def=identified_in_process_executor,
+                            executor_def=executor_def,
                             description=f"{project.group_name}: {len(project.keys)} "
                                         f"{project.cadence} connector asset(s) and checks")
 
@@ -74,7 +78,9 @@ def profile_schedule(key: AssetKey, *, default_status: DefaultScheduleStatus,
     return job, schedule
 
 
-def project_jobs(projects: Sequence[ProjectAssets]) -> list[UnresolvedAssetJobDefinition]:
+def project_jobs(projects: Sequence[ProjectAssets],
+                 executor_def: ExecutorDefinition = identified_in_process_executor
+                 ) -> list[UnresolvedAssetJobDefinition]:
     """One job per project, suffixed by cadence only where a project needs several."""
     per_group: dict[str, int] = {}
     for project in projects:
@@ -87,5 +93,5 @@ def project_jobs(projects: Sequence[ProjectAssets]) -> list[UnresolvedAssetJobDe
         if name in taken:  # two partitionings of one cadence (e.g. different start dates)
             name = f"{name}_{len(taken)}"
         taken.add(name)
-        jobs.append(project_job(project, name))
+        jobs.append(project_job(project, name, executor_def))
     return jobs

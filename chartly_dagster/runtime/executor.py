@@ -8,6 +8,7 @@ how to reach the upstream (`NetworkOptions`) and the seams tests replace (`Seams
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
@@ -48,7 +49,7 @@ from .ratelimit import bucket_for
 from .recording import PageClient, RecordedWindow, RecordTo, ReplayFrom, WindowRecording
 from .retry import RetryBudget, RetryPolicy, classify_response
 from .secrets import SecretResolver
-from .storage import PageStaging, Storage, WindowFileWriter
+from .storage import PageStaging, Storage, WindowFileWriter, file_content_hash
 from .telemetry import audit, metrics
 
 log = logging.getLogger("chartly.runtime")
@@ -141,14 +142,17 @@ RunEvent = PageProgress | ResumeReport
 class WindowTarget:
     """Where a window's file goes and how the window is kept while in flight.
 
-    `resumable` stages every page (under `staging_root`, default next to local files) so
-    a checkpoint can resume the window.
+    `resumable` stages every page (under `staging_root`, default next to local files) with
+    a manifest holding the resume point, so the window can resume after its last page; a
+    finished window's manifest records its file for `reusable_window`, under `lineage`
+    (e.g. a Dagster run's root run id: only a re-execution of that run may reuse it).
     """
 
     storage: Storage
     partition: str | None = None
     resumable: bool = False
     staging_root: str | None = None
+    lineage: str | None = None
 
     @classmethod
     def at(cls, destination: str, **options: Any) -> WindowTarget:
@@ -163,12 +167,25 @@ class WindowTarget:
 class NetworkOptions:
     """How the window reaches its upstream: the env, its secrets and the env's policy;
     `recording` records every response (`RecordTo`) or replaces the network with a
-    recording (`ReplayFrom`)."""
+    recording (`ReplayFrom`).
+
+    `client`, if given, is an open client built with the same settings and shared by
+    windows fetched at once (one connection pool); the caller closes it.
+    """
 
     env: str
     secrets: SecretResolver | None = None
     env_policy: EnvPolicy | None = None
     recording: RecordTo | ReplayFrom | None = None
+    client: GuardedClient | None = None
+
+    def open_client(self, resolved: ResolvedProfile, seams: Seams | None = None
+                    ) -> GuardedClient:
+        """A guarded client for `resolved` with these settings (the caller closes it)."""
+        seams = seams or Seams()
+        return build_client(resolved, env=self.env, secrets=self.secrets,
+                            env_policy=self.env_policy, resolver=seams.resolver,
+                            verify=seams.verify)
 
 
 @dataclass(frozen=True)
@@ -212,6 +229,31 @@ class WindowResult:
     resumed_from_page: int = 0
     capped_by: str | None = None
     recorded: RecordedWindow | None = None
+    #: the file was written by an earlier run of the same lineage and verified, not fetched
+    reused: bool = False
+
+    _MANIFEST_FIELDS = ("outcome", "ended_by", "records", "pages", "bytes", "requests",
+                        "retries", "dropped_out_of_window", "duplicates", "findings",
+                        "content_hash", "uri", "file_bytes", "duration_seconds", "watermark",
+                        "resumed_from_page", "capped_by")
+
+    def to_manifest(self) -> dict[str, Any]:
+        """What a finished window's manifest keeps to rebuild this result without fetching."""
+        out = {name: getattr(self, name) for name in self._MANIFEST_FIELDS}
+        out["checkpoint"] = self.checkpoint.to_contract()
+        return out
+
+    @classmethod
+    def from_manifest(cls, data: dict[str, Any], resolved: ResolvedProfile, window: Window,
+                      plan: Plan) -> WindowResult:
+        """The result a manifest recorded, marked `reused`; KeyError/TypeError/ValueError
+        when `data` is not one."""
+        values = {name: data[name] for name in cls._MANIFEST_FIELDS}
+        values["findings"] = list(values["findings"])
+        return cls(ref=format_ref(resolved.ref), resolved_hash=resolved.hash,
+                   plan_hash=plan.plan_hash, window=window,
+                   checkpoint=Checkpoint.from_contract(data["checkpoint"]),
+                   arrow_schema=ENVELOPE_ARROW_SCHEMA, reused=True, **values)
 
     def results_section(self) -> dict[str, Any]:
         """The `results` section of the output contract (no wall-clock timestamps)."""
@@ -246,6 +288,62 @@ def window_file_name(resolved: ResolvedProfile, window: Window, partition: str |
     ref = resolved.ref
     stem = partition or f"{format_rfc3339(window.start)}--{format_rfc3339(window.end)}"
     return f"{ref.tenant}/{ref.project}/{ref.name}/{_safe(stem)}.parquet"
+
+
+MANIFEST_IN_FLIGHT = "in_flight"
+MANIFEST_COMPLETE = "complete"
+
+
+def window_staging(resolved: ResolvedProfile, window: Window, target: WindowTarget
+                   ) -> PageStaging:
+    """The staging folder (pages and manifest) of one window at `target`."""
+    return target.staging(window_file_name(resolved, window, target.partition))
+
+
+def staged_checkpoint(resolved: ResolvedProfile, window: Window, plan: Plan,
+                      target: WindowTarget) -> Checkpoint | None:
+    """The resume point of a window left in flight by the same plan, from its manifest.
+
+    A manifest of another plan (the profile changed in between) is ignored: resuming its
+    cursor would mix two plans in one file. So is one this version cannot read.
+    """
+    manifest = window_staging(resolved, window, target).read_manifest()
+    if (manifest is None or manifest.get("state") != MANIFEST_IN_FLIGHT
+            or manifest.get("plan_hash") != plan.plan_hash):
+        return None
+    try:
+        return Checkpoint.from_contract(manifest["checkpoint"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def reusable_window(resolved: ResolvedProfile, window: Window, plan: Plan,
+                    target: WindowTarget) -> WindowResult | None:
+    """The finished file of an earlier run of the same lineage and plan, if it is intact.
+
+    The file is streamed and hashed again: a file that changed or vanished since its
+    manifest was written is not reused (the window is fetched anew).
+    """
+    manifest = window_staging(resolved, window, target).read_manifest()
+    if (manifest is None or target.lineage is None
+            or manifest.get("state") != MANIFEST_COMPLETE
+            or manifest.get("plan_hash") != plan.plan_hash
+            or manifest.get("lineage") != target.lineage):
+        return None
+    try:
+        result = WindowResult.from_manifest(manifest["result"], resolved, window, plan)
+    except (KeyError, TypeError, ValueError):
+        return None
+    if file_content_hash(result.uri) != result.content_hash:
+        log.warning("%s: the file a finished run recorded is missing or changed; fetching "
+                    "the window again", result.uri)
+        return None
+    return result
+
+
+def forget_window(resolved: ResolvedProfile, window: Window, target: WindowTarget) -> None:
+    """Drop a window's staging and manifest once its result is recorded elsewhere."""
+    window_staging(resolved, window, target).clear()
 
 
 class _WindowRun:
@@ -350,12 +448,13 @@ def fetch_window(resolved: ResolvedProfile, window: Window, plan: Plan, *,
     recorded: RecordedWindow | None = None
 
     def connect() -> GuardedClient:
-        return build_client(resolved, env=network.env, secrets=network.secrets,
-                            env_policy=network.env_policy, resolver=seams.resolver,
-                            verify=seams.verify)
+        return network.open_client(resolved, seams)
 
     try:
+        # A recording wraps its own client; otherwise windows fetched at once share one.
+        shared = network.client
         with (recording.open_client(connect) if recording is not None
+              else contextlib.nullcontext(shared) if shared is not None
               else connect()) as client:
             writer = _open_writer(target, relative, plan, window)
             paginator = _start(resolved, plan, target, staging, run, resume, writer,
@@ -375,7 +474,8 @@ def fetch_window(resolved: ResolvedProfile, window: Window, plan: Plan, *,
                                         pages=run.pages)
             checkpoint = replace(checkpoint, responses=recorded.responses,
                                  response_hash=recorded.response_hash)
-        staging.clear()
+        if target.lineage is None:  # nobody may reuse this window: nothing to keep
+            staging.clear()
     except Exception as exc:
         if writer is not None:
             writer.abort()
@@ -400,7 +500,7 @@ def fetch_window(resolved: ResolvedProfile, window: Window, plan: Plan, *,
     audit("connector.run.succeeded", ref=ref_text, window=window.to_dict(),
           outcome=run.outcome, records=run.records, content_hash=content_hash,
           partition=partition)
-    return WindowResult(
+    result = WindowResult(
         ref=ref_text, resolved_hash=resolved.hash, plan_hash=plan.plan_hash, window=window,
         outcome=run.outcome, ended_by=paginator.ended_by or "", records=run.records,
         pages=run.pages, bytes=run.bytes,
@@ -410,6 +510,12 @@ def fetch_window(resolved: ResolvedProfile, window: Window, plan: Plan, *,
         duration_seconds=duration, arrow_schema=ENVELOPE_ARROW_SCHEMA,
         watermark=run.watermark, resumed_from_page=run.resumed_from_page,
         capped_by=run.capped_by, recorded=recorded)
+    if target.resumable and target.lineage is not None:
+        # The pages are in the file now; the manifest says where it is, for a re-execution.
+        staging.drop_pages()
+        staging.write_manifest({"state": MANIFEST_COMPLETE, "plan_hash": plan.plan_hash,
+                                "lineage": target.lineage, "result": result.to_manifest()})
+    return result
 
 
 def _no_wait(seconds: float) -> None:
@@ -519,9 +625,14 @@ def _drive(client: PageClient, paginator: Paginator, staging: PageStaging | None
             staging.stage(run.pages, batch)
         writer.submit(batch)
         run.pages += 1
+        checkpoint = run.checkpoint(paginator)
+        if staging is not None:  # the page first, then the resume point that counts it
+            staging.write_manifest({"state": MANIFEST_IN_FLIGHT,
+                                    "plan_hash": run.plan.plan_hash,
+                                    "checkpoint": checkpoint.to_contract()})
         if on_progress is not None:
-            on_progress(PageProgress(run.pages, run.records, run.bytes,
-                                     run.checkpoint(paginator), staging is not None))
+            on_progress(PageProgress(run.pages, run.records, run.bytes, checkpoint,
+                                     staging is not None))
         if stop_after:
             return
 
