@@ -1,4 +1,4 @@
 """Shared pytest setup; each area's fixtures live in their own plugin module."""
 
-pytest_plugins = ["tests.fixtures_sandbox", "tests.fixtures_profiles", "tests.fixtures_runtime",
-                  "tests.fixtures_dagster"]
+pytest_plugins = ["tests.support.sandbox", "tests.support.profiles", "tests.support.live",
+                  "tests.support.dagster_fixtures"]
