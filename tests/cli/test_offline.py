@@ -11,8 +11,6 @@ from typing import Any
 import pytest
 
 from tests.support.offline import (
-    GOLDEN,
-    PROFILES,
     REF,
     SALES_EVENTS,
     WINDOW,
@@ -21,6 +19,7 @@ from tests.support.offline import (
     run_cli,
     write_profile,
 )
+from tests.support.paths import GOLDEN, PROFILES
 
 DEV = SALES_EVENTS + "#dev"
 

@@ -18,7 +18,8 @@ import pytest
 
 from chartly_dagster.cli.main import main
 from chartly_dagster.sandbox import Fault
-from tests.support.profiles import SECRETS, LiveProfiles
+from tests.support.sandbox import LiveProfiles
+from tests.support.secrets import SECRETS
 
 REF = "tenant-demo/proj-sales::connector/sales-events@1.0.0#dev"
 TOKEN = SECRETS[("sales-api", "token")]

@@ -15,8 +15,10 @@ import pytest
 from chartly_dagster.cli.main import build_parser
 from chartly_dagster.core.catalog import ProfileCatalog
 from chartly_dagster.core.refs import format_ref
-from tests.support.offline import PROFILES, REF, base_doc, plan_args, run_cli, write_profile
-from tests.support.profiles import SECRETS, LiveProfiles
+from tests.support.offline import REF, base_doc, plan_args, run_cli, write_profile
+from tests.support.paths import PROFILES
+from tests.support.sandbox import LiveProfiles
+from tests.support.secrets import SECRETS
 
 WIDTH = 80
 

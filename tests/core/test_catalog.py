@@ -17,7 +17,8 @@ from chartly_dagster.core.errors import (
     UnsafeOperationBlocked,
 )
 from chartly_dagster.core.refs import format_ref, parse_ref
-from tests.support.offline import PROFILES, REF, base_doc, write_profile
+from tests.support.offline import REF, base_doc, write_profile
+from tests.support.paths import PROFILES
 
 
 def test_shipped_catalog_loads_cleanly() -> None:

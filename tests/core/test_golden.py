@@ -16,7 +16,9 @@ import pytest
 
 from chartly_dagster.core.catalog import ProfileCatalog
 from chartly_dagster.core.refs import format_ref
-from tests.support.offline import GOLDEN, PROFILES, ROOT, SALES_EVENTS, plan_args, run_cli
+from tests.support.offline import SALES_EVENTS, plan_args, run_cli
+from tests.support.paths import GOLDEN, PROFILES
+from tests.support.paths import REPO as ROOT
 
 CATALOG = ProfileCatalog.load(PROFILES)
 GOLDEN_CASES = [(format_ref(r.ref), r.spec.envs[0], r.spec.golden)

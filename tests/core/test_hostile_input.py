@@ -29,7 +29,8 @@ from chartly_dagster.core.catalog import (
 )
 from chartly_dagster.core.profile import profile_json_schema
 from chartly_dagster.core.refs import parse_ref
-from tests.support.offline import PROFILES, REF, WINDOW, base_doc, run_cli, write_profile
+from tests.support.offline import REF, WINDOW, base_doc, run_cli, write_profile
+from tests.support.paths import PROFILES
 
 SAFETY_NET_SECONDS = 120
 CLI = Path(sys.executable).with_name("chartly-tool")

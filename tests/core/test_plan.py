@@ -21,7 +21,8 @@ from chartly_dagster.core.windows import (
     parse_rfc3339,
     window_params,
 )
-from tests.support.offline import PROFILES, REF, WINDOW, base_doc, write_profile
+from tests.support.offline import REF, WINDOW, base_doc, write_profile
+from tests.support.paths import PROFILES
 
 DAY = Window.parse(*WINDOW)
 

@@ -17,7 +17,8 @@ from pydantic import ValidationError
 from chartly_dagster.core.catalog import LoadIssue, ProfileCatalog, read_yaml
 from chartly_dagster.core.profile import ConnectorProfile, profile_json_schema
 from chartly_dagster.core.refs import parse_ref
-from tests.support.offline import PROFILES, REF, base_doc, plan_args, run_cli, write_profile
+from tests.support.offline import REF, base_doc, plan_args, run_cli, write_profile
+from tests.support.paths import PROFILES
 
 Mutation = Callable[[dict[str, Any]], Any]
 

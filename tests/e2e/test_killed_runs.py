@@ -50,8 +50,8 @@ from chartly_dagster.integration.liveness import (
     worker_state,
 )
 from chartly_dagster.sandbox import Fault, Sandbox
-from tests.support.dagster_fixtures import SECRETS
 from tests.support.paths import REPO
+from tests.support.secrets import SECRET_ENV
 
 ORDERS = "tenant-demo/proj-sales/orders"
 ORDERS_KEY = AssetKey(["tenant-demo", "proj-sales", "orders"])
@@ -150,7 +150,7 @@ def test_sigkilled_run_frees_its_connector(
         secrets_env: dict, tmp_path: Path, started: list[subprocess.Popen]) -> None:
     defs_file = tmp_path / "defs.py"
     defs_file.write_text(DEFS.format(profiles=str(sandbox_profiles)), encoding="utf-8")
-    env = {**os.environ, **SECRETS, "DAGSTER_HOME": str(home)}
+    env = {**os.environ, **SECRET_ENV, "DAGSTER_HOME": str(home)}
     dagster = str(Path(sys.executable).with_name("dagster"))
     sandbox.faults.add(Fault("slow", endpoint="/v2/orders", on_request=2, times=None,
                              delay_ms=HOLD_MS))

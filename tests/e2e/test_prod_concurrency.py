@@ -25,8 +25,8 @@ import yaml
 from dagster import DagsterEventType, DagsterInstance
 
 from chartly_dagster.sandbox import Fault, Sandbox
-from tests.support.dagster_fixtures import SECRETS
 from tests.support.paths import REPO
+from tests.support.secrets import SECRET_ENV
 
 ORDERS = "tenant-demo/proj-sales/orders"
 POOL = "tenant-demo/proj-sales/orders"  # ConnectorProfileTranslator.get_pool
@@ -111,7 +111,7 @@ def _run_two_ranges(home: Path, defs_file: Path,
     Started together, a loaded machine can delay the second process until the first has
     finished, and then no pool is ever tested.
     """
-    env = {**os.environ, **SECRETS, "DAGSTER_HOME": str(home)}
+    env = {**os.environ, **SECRET_ENV, "DAGSTER_HOME": str(home)}
     dagster = Path(sys.executable).with_name("dagster")
     procs: list[subprocess.Popen[str]] = []
     try:

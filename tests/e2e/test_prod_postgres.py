@@ -44,9 +44,7 @@ from chartly_dagster.integration._compat import (
 )
 from chartly_dagster.integration.metadata import raw_value
 from chartly_dagster.sandbox import Sandbox
-from tests.support.dagster_fixtures import *  # noqa: F403 - sandbox_profiles, secrets_env
 from tests.support.paths import REPO
-from tests.support.postgres import *  # noqa: F403 - postgres_server, pg_env
 from tests.support.postgres import PostgresServer
 
 PG_YAML = REPO / "deploy" / "postgres" / "dagster.yaml"

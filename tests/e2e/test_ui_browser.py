@@ -29,7 +29,9 @@ from playwright.sync_api import Page, expect, sync_playwright
 from chartly_dagster.integration import PartitionMetadata, build_definitions
 from chartly_dagster.integration.checks import DETERMINISM_CHECK, ENVELOPE_CHECK
 from chartly_dagster.sandbox import run_sandbox
-from tests.support.profiles import REPO, SECRETS, copy_profiles, sandbox_config
+from tests.support.paths import REPO
+from tests.support.sandbox import copy_profiles, sandbox_config
+from tests.support.secrets import SECRETS, write_secrets
 from tests.support.ui import (
     CHROMIUM_ARGS,
     DagsterDev,
@@ -39,7 +41,6 @@ from tests.support.ui import (
     wait_for,
     write_code_location,
     write_dagster_home,
-    write_secrets,
 )
 
 # dagster-graphql's client calls gql with arguments gql has deprecated; not ours to fix.

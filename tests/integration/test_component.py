@@ -37,7 +37,8 @@ from chartly_dagster.integration import (
     build_definitions,
 )
 from chartly_dagster.sandbox import run_sandbox
-from tests.support.profiles import SECRETS, copy_profiles, sandbox_config
+from tests.support.sandbox import copy_profiles, sandbox_config
+from tests.support.secrets import write_secrets
 
 COMPONENT_TYPE = "chartly_dagster.integration.ConnectorProfilesComponent"
 ORDERS = AssetKey(["tenant-demo", "proj-sales", "orders"])
@@ -86,19 +87,12 @@ def _load(project: Path, monkeypatch: pytest.MonkeyPatch) -> Definitions:
     return load_from_defs_folder(path_within_project=project)
 
 
-def _mount_secrets(folder: Path) -> Path:
-    for (name, key), value in SECRETS.items():
-        (folder / name).mkdir(parents=True, exist_ok=True)
-        (folder / name / key).write_text(value, encoding="utf-8")
-    return folder
-
-
 def test_defs_yaml_loads_the_same_definitions_as_build_definitions(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         dagster_instance: DagsterInstance) -> None:
     for name in [n for n in os.environ if n.startswith("CHARTLY_SECRET_")]:
         monkeypatch.delenv(name)  # only the mounted files may supply credentials
-    monkeypatch.setenv("CHARTLY_COMPONENT_SECRETS_DIR", str(_mount_secrets(tmp_path / "sec")))
+    monkeypatch.setenv("CHARTLY_COMPONENT_SECRETS_DIR", str(write_secrets(tmp_path / "sec")))
     project = tmp_path / "project"
     _, defs_dir = _dg_project(project)
     # This sandbox checks each endpoint's credential, so the materialization below only

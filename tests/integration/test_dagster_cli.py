@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,21 +21,11 @@ from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 from chartly_dagster.integration import PartitionMetadata
 from chartly_dagster.sandbox import Sandbox, run_sandbox
 from tests.support.paths import REPO
-from tests.support.profiles import SECRETS, copy_profiles, sandbox_config
+from tests.support.sandbox import copy_profiles, sandbox_config
+from tests.support.secrets import SECRET_ENV, SECRETS, write_secrets
 
 ORDERS = AssetKey(["tenant-demo", "proj-sales", "orders"])
 DAYS = ("2026-01-01", "2026-01-02", "2026-01-03")
-#: the sandbox's credentials as `CHARTLY_SECRET_<NAME>_<KEY>` variables
-SECRET_VARIABLES = {
-    "CHARTLY_SECRET_" + re.sub(r"[^A-Z0-9]", "_", f"{name}_{key}".upper()): value
-    for (name, key), value in SECRETS.items()}
-
-
-def _mount_secrets(folder: Path) -> Path:
-    for (name, key), value in SECRETS.items():
-        (folder / name).mkdir(parents=True, exist_ok=True)
-        (folder / name / key).write_text(value + "\n", encoding="utf-8")
-    return folder
 
 
 def _partition_meta(instance: DagsterInstance, partition: str) -> PartitionMetadata:
@@ -64,9 +53,9 @@ def _environment(tmp_path: Path, home: Path, profiles: Path, secrets_from: str
            if not k.startswith(("CHARTLY_SECRET", "DAGSTER_"))}
     env.update(DAGSTER_HOME=str(home), CHARTLY_PROFILES_DIR=str(profiles), CHARTLY_ENV="dev")
     if secrets_from == "variables":  # and no secrets folder variable at all
-        env.update(SECRET_VARIABLES)
+        env.update(SECRET_ENV)
     else:
-        env["CHARTLY_SECRETS_DIR"] = str(_mount_secrets(tmp_path / "secrets"))
+        env["CHARTLY_SECRETS_DIR"] = str(write_secrets(tmp_path / "secrets"))
     return env
 
 

@@ -16,7 +16,7 @@ from dagster import AssetKey, DagsterInstance, Definitions, materialize
 
 from chartly_dagster.integration import PartitionMetadata
 from chartly_dagster.sandbox import Sandbox
-from tests.support.profiles import REPO
+from tests.support.paths import REPO
 
 PARTITION = "2026-01-05"
 

@@ -19,7 +19,7 @@ from chartly_dagster.runtime.paginate import PageInfo, PageRequest, Paginator
 from chartly_dagster.runtime.storage import read_window_file
 from chartly_dagster.sandbox import Fault
 from tests.support.live import DAY, PROFILES, SPLIT, Live, gap_window, live_sandbox, written_ids
-from tests.support.profiles import sandbox_config
+from tests.support.sandbox import sandbox_config
 
 pytestmark = pytest.mark.usefixtures("fresh_rate_buckets")
 ALL = sorted(PROFILES)

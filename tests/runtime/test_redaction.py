@@ -20,7 +20,7 @@ from chartly_dagster.runtime.errors import EgressRefused
 from chartly_dagster.runtime.executor import PageProgress
 from chartly_dagster.sandbox import Fault
 from tests.support.live import ALL_SECRETS, DAY, PROFILES, Live
-from tests.support.profiles import SECRETS
+from tests.support.secrets import SECRETS
 
 pytestmark = pytest.mark.usefixtures("fresh_rate_buckets")
 BASIC = base64.b64encode(f"{SECRETS[('helpdesk', 'username')]}:"

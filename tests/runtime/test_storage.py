@@ -198,7 +198,7 @@ from chartly_dagster.core.plan import build_plan
 from chartly_dagster.core.refs import parse_ref
 from chartly_dagster.core.windows import Window
 from chartly_dagster.runtime.executor import NetworkOptions, WindowTarget, fetch_window
-from tests.support.profiles import sandbox_secrets
+from tests.support.secrets import sandbox_secrets
 
 profiles, ref, out = sys.argv[1:4]
 resolved = ProfileCatalog.load(profiles).resolve(parse_ref(ref))

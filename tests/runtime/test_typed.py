@@ -24,7 +24,7 @@ from chartly_dagster.runtime.typed import (
     type_window,
     typed_dataset,
 )
-from tests.support.profiles import REPO
+from tests.support.paths import REPO
 
 DAY = Window.parse("2026-02-01T00:00:00Z", "2026-02-02T00:00:00Z")
 

@@ -39,7 +39,8 @@ from chartly_dagster.runtime.executor import (
 from chartly_dagster.runtime.storage import read_window_file
 from chartly_dagster.sandbox import Sandbox, SandboxConfig, run_sandbox
 from chartly_dagster.sandbox.data import Stream
-from tests.support.profiles import SECRETS, copy_profiles, sandbox_config, sandbox_secrets
+from tests.support.sandbox import copy_profiles, sandbox_config
+from tests.support.secrets import SECRETS, sandbox_secrets
 
 #: profile name -> (namespace, version, sandbox endpoint)
 PROFILES: dict[str, tuple[str, str, str]] = {

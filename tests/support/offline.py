@@ -11,10 +11,8 @@ from typing import Any
 import yaml
 
 from chartly_dagster.cli.main import main
-from tests.support.paths import REPO as ROOT
+from tests.support.paths import PROFILES
 
-PROFILES = ROOT / "profiles"
-GOLDEN = ROOT / "golden"
 WINDOW = ("2026-02-01T00:00:00Z", "2026-02-02T00:00:00Z")
 SALES_EVENTS = "tenant-demo/proj-sales::connector/sales-events@1.0.0"
 

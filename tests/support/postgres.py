@@ -13,7 +13,6 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -22,6 +21,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+
+from tests.support.net import free_port
 
 __all__ = ["PG_ENV", "PostgresServer", "create_database", "pg_env", "postgres_server",
            "running_postgres"]
@@ -70,12 +71,6 @@ def find_bin_dir() -> Path:
         "`make test`, which installs it")
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextmanager
 def running_postgres() -> Iterator[PostgresServer]:
     """Start a fresh cluster for the block; stop it and remove its files afterwards."""
@@ -101,7 +96,7 @@ def running_postgres() -> Iterator[PostgresServer]:
                        check=True, capture_output=True, text=True)
         port = 0
         for _attempt in range(3):  # the port is free when chosen; retry if taken meanwhile
-            port = _free_port()
+            port = free_port()
             options = (f"-c listen_addresses=127.0.0.1 -c port={port} "
                        f"-c unix_socket_directories={sock_dir} -c fsync=off "
                        "-c synchronous_commit=off -c full_page_writes=off")

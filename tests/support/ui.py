@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import requests
+
+from tests.support.net import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -45,20 +46,6 @@ defs = build_definitions(
         providers=[SecretProviderName.FILE], secrets_dir_env_var="CHARTLY_SECRETS_DIR")),
 )
 '''
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def write_secrets(folder: Path, secrets: Mapping[tuple[str, str], str]) -> Path:
-    """Mounted-secret layout (`<dir>/<name>/<key>`) for the file provider."""
-    for (name, key), value in secrets.items():
-        (folder / name).mkdir(parents=True, exist_ok=True)
-        (folder / name / key).write_text(value + "\n", encoding="utf-8")
-    return folder
 
 
 def write_code_location(folder: Path, profiles: Path) -> Path:
