@@ -1,5 +1,6 @@
-"""The CLI's offline contract: exit codes of the seed's failure table, where errors go, the
-safety gates (no network without --apply) and redaction of secrets in every output."""
+"""The CLI's offline contract: exit codes of the failure table (docs/contract.md#exit-codes),
+where errors go, the safety gates (no network without --apply) and redaction of secrets in
+every output."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """`connector-tester run --apply` and `doctor --apply` against the sandbox over loopback.
 
-The seed's online rows of the failure table (401 -> 4, SSRF -> 4, rate limit exceeded -> 4,
-missing secret -> 3), the results section, the Parquet file and redaction, all through the
-real CLI entry point with secrets from the environment.
+The online rows of the failure table in docs/contract.md#exit-codes (401 -> 4, SSRF -> 4,
+rate limit exceeded -> 4, missing secret -> 3), the results section, the Parquet file and
+redaction, all through the real CLI entry point with secrets from the environment.
 """
 
 from __future__ import annotations
