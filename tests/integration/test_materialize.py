@@ -164,7 +164,7 @@ def test_failed_window_resumes_after_last_page_on_reexecution(
     # (never retried); the re-execution must fetch page 2 only.
     sandbox.faults.add(Fault(kind="status", status=401, endpoint="/v2/orders",
                              on_request=2, times=1))
-    recon = build_reconstructable_job("tests.test_dagster_materialize", "orders_job",
+    recon = build_reconstructable_job(__name__, "orders_job",
                                       reconstructable_args=(str(sandbox_profiles),))
     tags = {"dagster/partition": "2026-01-10"}
     with execute_job(recon, instance=dagster_instance, tags=tags) as first:
