@@ -27,6 +27,8 @@ from chartly_dagster.sandbox import Sandbox, SandboxConfig, run_sandbox
 from tests.support.paths import PROFILES
 from tests.support.secrets import SECRET_ENV, SECRETS
 
+#: the port the shipped `#dev` variants name (`make demo` runs the sandbox there)
+DEMO_PORT = 8765
 #: how the sandbox authenticates each endpoint: the way its shipped profile does
 ENDPOINT_AUTH = {
     "/v1/events": ("bearer", SECRETS[("sales-api", "token")]),
