@@ -1,4 +1,4 @@
-"""Shared pytest setup; each area's fixtures live in their own plugin module."""
+"""Shared pytest setup: every fixture lives in a plugin module of tests/support."""
 
-pytest_plugins = ["tests.fixtures_sandbox", "tests.fixtures_profiles", "tests.fixtures_runtime",
-                  "tests.fixtures_dagster"]
+pytest_plugins = ["tests.support.sandbox", "tests.support.live", "tests.support.instance",
+                  "tests.support.postgres"]

@@ -1,7 +1,7 @@
-"""`chartly-tool connector-tester plan|run|validate|doctor` (seed 000).
+"""`chartly-tool connector-tester plan|run|validate|doctor` (docs/contract.md#output).
 
 `plan` and `validate` never touch the network; `run` does only with `--apply`; each outcome
-maps to the seed's exit-code table.
+maps to the exit-code table (docs/contract.md#exit-codes).
 """
 
 from __future__ import annotations

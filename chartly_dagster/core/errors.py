@@ -1,9 +1,10 @@
 """The error taxonomy: every failure is a class with a stable code and an exit code.
 
 Callers catch the class they mean; the CLI maps `exit_code` straight to the process
-status, so the seed's failure table lives here and nowhere else. Whether a failure is
-retried is a property of its class (`retryable`), never of its message. The whole tree
-(leaves marked `runtime` live in `runtime/errors.py`, next to the client that raises them)::
+status, so the failure table of docs/contract.md#exit-codes lives here and nowhere else.
+Whether a failure is retried is a property of its class (`retryable`), never of its
+message. The whole tree (leaves marked `runtime` live in `runtime/errors.py`, next to the
+client that raises them)::
 
     ChartlyError                            code                     exit retry
     ├── UsageError                          usage_error              2
@@ -45,7 +46,7 @@ from enum import IntEnum
 
 
 class ExitCode(IntEnum):
-    """Exit codes of the connector-tester contract (seed 000)."""
+    """Exit codes of the connector-tester contract (docs/contract.md#exit-codes)."""
 
     OK = 0
     ERROR = 1
@@ -60,7 +61,7 @@ class ChartlyError(Exception):
 
     code: str = "error"
     exit_code: ExitCode = ExitCode.ERROR
-    #: platform code of seed 001 (`unavailable`, `rate_limited`, ...) where one applies
+    #: platform code (`unavailable`, `rate_limited`, ...; docs/contract.md#retry) if any
     platform_code: str | None = None
     #: whether the retry loop may try the request again (within the window's budget)
     retryable: bool = False
@@ -127,7 +128,7 @@ class UnsafeOperationBlocked(ChartlyError):
 
 
 class UpstreamError(ChartlyError):
-    """A failure reported by, or on the way to, the upstream API, in seed 001's retry classes."""
+    """A failure reported by, or on the way to, the upstream API (docs/contract.md#retry)."""
 
     retry_class: str = "permanent"
 

@@ -714,7 +714,7 @@ PAGINATION_MODES: tuple[str, ...] = tuple(
 
 
 class RetrySpec(StrictModel):
-    """Bounded retries for transient and throttled failures (seed 001 retry classes)."""
+    """Bounded retries for transient and throttled failures (docs/contract.md#retry)."""
 
     max_attempts: int = Field(4, ge=1, le=10, description="Attempts per request, first included.")
     backoff_ms: int = Field(500, ge=1, le=60_000)

@@ -1,4 +1,5 @@
-"""`doctor` (seed 003): one guarded probe, a health category, latency and a redacted message.
+"""`doctor` (docs/contract.md#doctor): one guarded probe, a health category, latency, and
+a redacted message.
 
 The probe is the profile's own first request for the first hour of its partitions, so it
 exercises the real path, auth and egress policy without fetching a window.

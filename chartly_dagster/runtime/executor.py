@@ -668,7 +668,7 @@ def _dedupe(run: _WindowRun, batch: pa.RecordBatch, keys: np.ndarray) -> pa.Reco
 
 
 def _check_contract(table: pa.Table, window: Window) -> None:
-    """Fail fast (seed 001) if envelopes break the contract; checked per row group."""
+    """Fail fast if envelopes break docs/contract.md#envelope; checked per row group."""
     findings = validate_envelopes(table, window, verify_raw_sha=False)
     if findings:
         first = findings[0]

@@ -1,4 +1,4 @@
-"""Retry classification (seed 001 classes) and a bounded retry loop built on tenacity.
+"""Retry classification (docs/contract.md#retry) and a bounded retry loop built on tenacity.
 
 An error class says whether it may be retried (`ChartlyError.retryable`): transient and
 throttled failures, and bodies that do not decode, are retried with capped exponential

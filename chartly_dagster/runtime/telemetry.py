@@ -1,4 +1,5 @@
-"""Seed 001 metrics and audit events as structured log records (redaction applies to them).
+"""Metrics and audit events (docs/contract.md#telemetry) as structured log records
+(redaction applies to them).
 
 Records carry a JSON message and the same fields in `record.chartly`, so a log shipper
 can index them without parsing text.
@@ -27,7 +28,7 @@ def audit(event: str, **fields: Any) -> None:
 
 def metrics(ref: str, *, requests: int, failed: int, bytes: int, pages: int, retries: int,
             seconds: float) -> None:
-    """The seed's counters for one window, emitted once when it ends."""
+    """The contract's counters for one window, emitted once when it ends."""
     _emit(_metrics, {"event": "connector.metrics", "ref": ref, "requests_total": requests,
                      "requests_failed_total": failed, "bytes_ingested_total": bytes,
                      "pages_processed_total": pages, "retries_total": retries,
