@@ -8,7 +8,7 @@ stays for network behaviour (faults, retries, egress).
 Regenerate after a shipped profile's plan or the sandbox's data changes (port 8765 must
 be free):
 
-    .venv/bin/python -m tests.recorded_fixtures
+    .venv/bin/python -m tests.support.recorded
 """
 
 from __future__ import annotations
@@ -29,10 +29,12 @@ from chartly_dagster.runtime.executor import (
 from chartly_dagster.runtime.recording import RecordTo, ReplayFrom
 from chartly_dagster.runtime.storage import Storage
 from chartly_dagster.sandbox import run_sandbox
-from tests.fixtures_profiles import DEMO_PORT, REPO, sandbox_config, sandbox_secrets
-from tests.fixtures_runtime import PROFILES, ref_text
+from tests.support.live import PROFILES, ref_text
+from tests.support.paths import REPO
+from tests.support.sandbox import DEMO_PORT, sandbox_config
+from tests.support.secrets import sandbox_secrets
 
-RECORDINGS = Path(__file__).parent / "fixtures" / "recordings"
+RECORDINGS = REPO / "tests" / "fixtures" / "recordings"
 WINDOW = Window.parse("2026-02-01T00:00:00Z", "2026-02-02T00:00:00Z")
 
 

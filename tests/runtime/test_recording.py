@@ -44,9 +44,8 @@ from chartly_dagster.runtime.recording import RecordTo, ReplayFrom, recording_en
 from chartly_dagster.runtime.secrets import MappingSecretProvider, SecretResolver
 from chartly_dagster.runtime.storage import Storage, read_window_file
 from chartly_dagster.sandbox import Fault
-from tests.egress_support import API_HOST, FakeResolver, make_profile, reply, serve
-from tests.fixtures_profiles import SECRETS, sandbox_secrets
-from tests.fixtures_runtime import (
+from tests.support.egress import API_HOST, FakeResolver, make_profile, reply, serve
+from tests.support.live import (
     ALL_SECRETS,
     DAY,
     PROFILES,
@@ -54,6 +53,7 @@ from tests.fixtures_runtime import (
     RecordingSleep,
     rows_without_wall_clock,
 )
+from tests.support.secrets import SECRETS, sandbox_secrets
 
 _REAL_CONNECT_TCP = GuardedNetworkBackend.connect_tcp
 _REAL_SOCKET_CONNECT = socket.socket.connect

@@ -45,8 +45,8 @@ from chartly_dagster.runtime import storage
 from chartly_dagster.runtime.paginate import EXPLICIT_ENDS
 from chartly_dagster.sandbox import Sandbox
 from examples.summary import daily_summaries
+from tests.support.paths import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 ORDERS = AssetKey(["tenant-demo", "proj-sales", "orders"])
 ORDERS_TYPED = AssetKey(["tenant-demo", "proj-sales", "orders_typed"])
 SALES_SUMMARY = AssetKey(["tenant-demo", "proj-sales", "daily_summary"])

@@ -51,7 +51,7 @@ from chartly_dagster.integration.events import concurrent_windows
 from chartly_dagster.integration.liveness import identified_in_process_executor
 from chartly_dagster.integration.metadata import OBSERVATION_KIND, raw_value
 from chartly_dagster.sandbox import Fault, Sandbox
-from tests.fixtures_profiles import copy_profiles
+from tests.support.sandbox import copy_profiles
 
 ORDERS = AssetKey(["tenant-demo", "proj-sales", "orders"])
 ORDERS_JOB = "tenant_demo__proj_sales__orders_job"

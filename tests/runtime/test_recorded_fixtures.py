@@ -19,8 +19,8 @@ from chartly_dagster.runtime.executor import window_file_name
 from chartly_dagster.runtime.recording import recording_name
 from chartly_dagster.runtime.storage import read_window_file
 from chartly_dagster.sandbox import SandboxConfig
-from tests.fixtures_runtime import ID_FIELDS, PROFILES
-from tests.recorded_fixtures import RECORDINGS, WINDOW, replay_fixture, shipped
+from tests.support.live import ID_FIELDS, PROFILES
+from tests.support.recorded import RECORDINGS, WINDOW, replay_fixture, shipped
 
 MODES = {"sales-events": "cursor", "sales-feed": "cursor", "orders": "offset",
          "invoices": "page", "metrics": "time-window", "tickets": "link"}
@@ -51,7 +51,7 @@ def test_fixture_replays_to_its_recorded_content(name: str, tmp_path: Path) -> N
     manifest = _manifest(name)
     plan = build_plan(shipped(name), WINDOW)
     assert manifest["plan_hash"] == plan.plan_hash, (
-        f"{name}'s plan changed: regenerate with `python -m tests.recorded_fixtures`")
+        f"{name}'s plan changed: regenerate with `python -m tests.support.recorded`")
     result = replay_fixture(name, tmp_path)
     assert result.content_hash == manifest["content_hash"]
     assert result.recorded is not None and result.recorded.replayed

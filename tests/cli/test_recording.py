@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from chartly_dagster.cli.main import main
-from tests.fixtures_profiles import SECRETS, LiveProfiles
+from tests.support.sandbox import LiveProfiles
+from tests.support.secrets import SECRETS
 
 REF = "tenant-demo/proj-sales::connector/orders@2.1.0#dev"
 KEY = SECRETS[("orders-api", "api-key")]
