@@ -21,6 +21,7 @@ FAULT_SUMMARIES: dict[str, str] = {
     "status": "answer a 4xx/5xx instead of the page (default 503; status=429 etc.)",
     "redirect": "answer a 3xx redirect to / instead of the page",
     "slow": "hold the response before sending it (delay_ms)",
+    "hold": "send nothing until released (from the CLI: never, so the client's timeout fires)",
     "reset": "send half the body, then reset the connection",
     "truncated": "send half the body with a matching Content-Length",
     "malformed": "a 200 whose body is not JSON",

@@ -139,6 +139,7 @@ def test_create_dagster_project_scaffold_check_list_and_launch(
     assert {c["key"] for c in listed["asset_checks"]} == {
         f"{STARTER.to_user_string()}:envelope_valid",
         f"{STARTER.to_user_string()}:deterministic",
+        f"{STARTER.to_user_string()}:complete",
         f"{STARTER.to_user_string()}_typed:schema_drift"}  # the typed table's drift check
 
     dg("dg", "launch", "--assets", STARTER.to_user_string(), "--partition", PARTITION)
@@ -154,11 +155,12 @@ def test_create_dagster_project_scaffold_check_list_and_launch(
         assert meta.records == len(truth) > 0
         uri = meta.uri
         assert Path(uri.removeprefix("file://")).is_file()
-        for check in ("envelope_valid", "deterministic"):
+        for check in ("envelope_valid", "deterministic", "complete"):
             history = instance.event_log_storage.get_asset_check_execution_history(
                 AssetCheckKey(STARTER, check), limit=10)
-            assert [h.status.value for h in history if h.status.value != "PLANNED"] == [
-                "SUCCEEDED"], check
+            # The run's result and the partition's own evaluation; nothing left PLANNED.
+            assert {(h.partition, h.status.value) for h in history} == {
+                (None, "SUCCEEDED"), (PARTITION, "SUCCEEDED")}, check
 
     (component / "defs.yaml").write_text(defs_yaml.replace("env: dev", "env: staging"),
                                          encoding="utf-8")
