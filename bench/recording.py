@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from run import EVENTS_PER_SECOND, PROFILE, WINDOW_START, _window_end
+from run import EVENTS_PER_SECOND, bench_window
 from sandbox_process import sandbox_process
 
 PIPELINES = {"live": "live fetch (no recording)",
@@ -33,21 +33,12 @@ PIPELINES = {"live": "live fetch (no recording)",
 
 def worker(name: str, port: int, records: int, page: int, out: Path,
            recordings: Path) -> dict[str, float]:
-    from chartly_dagster.core.catalog import ProfileCatalog
     from chartly_dagster.core.plan import build_plan
-    from chartly_dagster.core.windows import Window
     from chartly_dagster.runtime.executor import NetworkOptions, WindowTarget, fetch_window
     from chartly_dagster.runtime.recording import RecordTo, ReplayFrom
     from chartly_dagster.runtime.storage import Storage
 
-    folder = out / "profiles"
-    folder.mkdir()
-    # The port is part of the plan: a replay must plan what the recording run planned.
-    (folder / "bench.yaml").write_text(PROFILE.format(port=port, page=page))
-    catalog = ProfileCatalog.load(folder)
-    catalog.raise_for_issues()
-    resolved = catalog.resolve_all()[0]
-    window = Window.parse(WINDOW_START, _window_end(records))
+    resolved, window = bench_window(out, port, records, page)
     recording = {"live": None, "record": RecordTo(Storage.parse(str(recordings))),
                  "replay": ReplayFrom(str(recordings))}[name]
     began = time.perf_counter()

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from sandbox_process import sandbox_process
 
@@ -84,6 +85,20 @@ def worker_baseline(port: int, records: int, page: int, out: Path, *,
     return total
 
 
+def bench_window(out: Path, port: int, records: int, page: int) -> tuple[Any, Any]:
+    """The bench profile (written under `out`, pointed at `port`) resolved, and the window
+    holding `records` records. The port is part of the plan, so a replay plans the same."""
+    from chartly_dagster.core.catalog import ProfileCatalog
+    from chartly_dagster.core.windows import Window
+
+    folder = out / "profiles"
+    folder.mkdir()
+    (folder / "bench.yaml").write_text(PROFILE.format(port=port, page=page))
+    catalog = ProfileCatalog.load(folder)
+    catalog.raise_for_issues()
+    return catalog.resolve_all()[0], Window.parse(WINDOW_START, _window_end(records))
+
+
 def worker_chartly(port: int, records: int, page: int, out: Path, *,
                    resumable: bool = False) -> int:
     """The product path: guard, envelopes, hashes, checks, one Parquet file.
@@ -91,18 +106,10 @@ def worker_chartly(port: int, records: int, page: int, out: Path, *,
     `resumable` adds what the Dagster assets do: every page is staged durably and reported
     with its checkpoint, so a failed window can resume after its last page.
     """
-    from chartly_dagster.core.catalog import ProfileCatalog
     from chartly_dagster.core.plan import build_plan
-    from chartly_dagster.core.windows import Window
     from chartly_dagster.runtime.executor import NetworkOptions, WindowTarget, fetch_window
 
-    folder = out / "profiles"
-    folder.mkdir()
-    (folder / "bench.yaml").write_text(PROFILE.format(port=port, page=page))
-    catalog = ProfileCatalog.load(folder)
-    catalog.raise_for_issues()
-    resolved = catalog.resolve_all()[0]
-    window = Window.parse(WINDOW_START, _window_end(records))
+    resolved, window = bench_window(out, port, records, page)
     result = fetch_window(resolved, window, build_plan(resolved, window),
                           target=WindowTarget.at(str(out / "data"), resumable=resumable),
                           network=NetworkOptions("dev"),
