@@ -42,8 +42,10 @@ class Fault:
     Matching: `endpoint` is a request path (None: every path but /health); the fault may
     fire on the endpoint's `on_request`-th request (1-based, counted since start or the
     last `Sandbox.clear_requests`) and on every `every`-th request after it, `times` times
-    in all (None: forever). At most one fault fires per request: the first added that
-    matches.
+    in all (None: forever). `query` (name -> value) narrows it to requests carrying those
+    parameters: when a client fetches several windows at once the arrival order of their
+    requests is not fixed, but "window X's second page" is. At most one fault fires per
+    request: the first added that matches.
 
     Kinds and their parameters:
       status       `status` (default 503; e.g. 429, 500, 502, 503, 401, 403), optional
@@ -69,6 +71,7 @@ class Fault:
     on_request: int = 1
     every: int = 1
     times: int | None = 1
+    query: dict[str, str] | None = None
     status: int | None = None
     retry_after_s: int | None = None
     retry_after_format: Literal["seconds", "http-date"] = "seconds"
@@ -104,12 +107,15 @@ class Fault:
         """Let every request this `hold` fault holds (or will hold) proceed."""
         self.released.set()
 
-    def matches(self, path: str, ordinal: int) -> bool:
-        """Whether this fault applies to the `ordinal`-th request to `path`."""
+    def matches(self, path: str, ordinal: int, query: dict[str, str] | None = None) -> bool:
+        """Whether this fault applies to the `ordinal`-th request to `path` with `query`."""
         if self.endpoint is None:
             if path == HEALTH_PATH:
                 return False
         elif self.endpoint != path:
+            return False
+        if self.query is not None and any(
+                (query or {}).get(name) != value for name, value in self.query.items()):
             return False
         return ordinal >= self.on_request and (ordinal - self.on_request) % self.every == 0
 
@@ -180,11 +186,11 @@ class FaultPlan:
         with self._lock:
             return list(self._faults)
 
-    def take(self, path: str, ordinal: int) -> Fault | None:
+    def take(self, path: str, ordinal: int, query: dict[str, str] | None = None) -> Fault | None:
         """The fault this request gets, counted as fired (and dropped once exhausted)."""
         with self._lock:
             for fault in self._faults:
-                if fault.matches(path, ordinal):
+                if fault.matches(path, ordinal, query):
                     fault.fired += 1
                     if fault.times is not None and fault.fired >= fault.times:
                         self._faults.remove(fault)

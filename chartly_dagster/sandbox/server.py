@@ -199,7 +199,7 @@ class _Handler(BaseHTTPRequestHandler):
         if path in config.forbidden:
             self._error(403, f"the credential may not read {path}")
             return
-        fault = config.faults.take(path, ordinal)
+        fault = config.faults.take(path, ordinal, query)
         if fault is not None and fault.kind in ("status", "redirect"):
             self._answer_instead(fault)
             return

@@ -456,6 +456,18 @@ def test_fault_matching_by_ordinal_every_and_endpoint(sandbox: Sandbox,
     assert len(sandbox.faults) == 0
 
 
+def test_fault_matching_by_query_names_a_page_not_an_arrival_order(
+        sandbox: Sandbox, client: httpx.Client) -> None:
+    sandbox.faults.add(Fault("status", endpoint="/v2/orders", status=401,
+                             query={"from": "86400", "offset": "1000"}))
+    urls = [sandbox.url("/v2/orders", **{"from": start, "to": start + 86_400,
+                                         "offset": offset, "limit": 1000})
+            for start in (0, 86_400) for offset in (1000, 0)]
+    # the other window's same page, and the page's own window at another offset, pass
+    assert [client.get(url).status_code for url in urls] == [200, 200, 401, 200]
+    assert len(sandbox.faults) == 0  # fired once, then cleared
+
+
 def test_redirect_fault(sandbox: Sandbox, client: httpx.Client) -> None:
     sandbox.faults.add(Fault("redirect", location="http://169.254.169.254/latest/meta-data/"))
     response = client.get(_events_url(sandbox))
