@@ -69,7 +69,8 @@ class StorageConfig(Config):
     def staging_dir(self, instance: DagsterInstance) -> str:
         return (self.staging_root or f"{instance.root_directory}/chartly/staging").rstrip("/")
 
-    def iter_batches(self, uri: str, batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
+    def iter_batches(self, uri: str,
+                     batch_size: int = storage.ROW_GROUP_ROWS) -> Iterator[pa.RecordBatch]:
         """Stream one written partition, so checks never hold a whole window in memory."""
         return storage.iter_window_batches(uri, batch_size)
 

@@ -14,13 +14,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.json as pj
 import pyarrow.parquet as pq
@@ -34,9 +33,12 @@ from ..core.columns import (
     parse_column_type,
 )
 from ..core.profile import ColumnSpec
-from .storage import Storage, iter_window_batches
+from .storage import ROW_GROUP_ROWS, Storage, iter_window_batches
 
-BATCH_ROWS = 32 * 1024
+if TYPE_CHECKING:  # imported where used: pyarrow.dataset loads pandas (~50 MB per process)
+    import pyarrow.dataset as ds
+
+BATCH_ROWS = ROW_GROUP_ROWS
 ERROR_SAMPLES = 5
 PARTITION_FIELD = "window"
 _TS = pa.timestamp("us", tz="UTC")
@@ -341,6 +343,8 @@ def typed_dataset(root: str) -> ds.Dataset:
     A column inferred as int64 in one window and float64 in another reads as float64; any
     other disagreement reads as text, following the inference rule.
     """
+    import pyarrow.dataset as ds  # a reader's helper; a run never needs it (see the top)
+
     location = Storage.parse(root)
     filesystem, path = location.fs, location.root
     files = sorted(info.path for info in filesystem.get_file_info(
