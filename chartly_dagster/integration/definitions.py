@@ -30,7 +30,8 @@ from ..core.refs import format_ref, parse_ref
 from .asset_decorator import backfill_policy_for
 from .assets import build_connector_asset
 from .checks import build_profile_checks
-from .liveness import identified_in_process_executor, run_liveness_sensor, with_worker_identity
+from .executors import side_by_side_executor
+from .liveness import run_liveness_sensor, with_worker_identity
 from .resources import RESOURCE_KEY, ChartlyResource
 from .schedules import ProjectAssets, profile_schedule, project_jobs
 from .translator import ConnectorProfileTranslator, ConnectorProfileTranslatorData
@@ -136,18 +137,15 @@ def build_definitions(profiles_dir: str | Path, *, env: str | None = None,
     run in the project's and the profile's jobs; `downstream` assets see them in
     `ProjectAssets.downstream`.
     `executor` runs project jobs and asset backfills (wrapped so each run records its
-    worker). The default runs in process: the
-    windows of each connector already run in parallel inside its step, and a process per
-    step costs seconds (a 4-connector, 5-day project run took ~2.6x as long under
-    `multiprocess_executor` on 2 cores). Pass `multiprocess_executor.configured(
-    {"max_concurrent": 4})` for long multi-connector backfills bound by each upstream's
-    rate limit: connectors then proceed side by side (each connector's pool still admits
-    one of its steps at a time). A profile's own job always runs in process.
+    worker). The default, `side_by_side_executor`, runs each step in a process forked from
+    a preloaded server, so the connectors of a project job or a multi-asset backfill proceed
+    side by side, each at its own upstream's pace (see `executors`). A profile's own job
+    always runs in process: its windows already run side by side inside its one step.
     """
     root = Path(profiles_dir)
     chartly = _resource(env, resource)
     # Every run records its worker, so the liveness sensor can judge it (see `liveness`).
-    executor = (identified_in_process_executor if executor is None
+    executor = (side_by_side_executor if executor is None
                 else with_worker_identity(executor))
     built: list[tuple[ResolvedProfile, AssetsDefinition]] = []
     seen: dict[AssetKey, ResolvedProfile] = {}

@@ -57,6 +57,7 @@ ORDERS = AssetKey(["tenant-demo", "proj-sales", "orders"])
 ORDERS_JOB = "tenant_demo__proj_sales__orders_job"
 ORDERS_DEV = "tenant-demo/proj-sales::connector/orders@2.1.0#dev"
 ORDERS_PATH = "/v2/orders"
+SALES_JOB = "tenant_demo__proj_sales"
 #: the sandbox serves 1,440 orders a day: 500-record pages make three pages per window
 PAGE_SIZE = 500
 PAGES_PER_DAY = 3
@@ -289,9 +290,51 @@ def test_a_run_killed_mid_range_is_reexecuted_without_fetching_a_page_twice(
         assert kept_pages == len(answered)
 
 
+def test_the_connectors_of_a_project_run_proceed_side_by_side(
+        sandbox: Sandbox, secrets_env: dict, tmp_path: Path) -> None:
+    """A project job launched as a user would (`dagster job execute` on a code location file,
+    the default executor) fetches its connectors at the same time."""
+    profiles = copy_profiles(tmp_path / "profiles", sandbox.port)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
+    code = tmp_path / "defs.py"
+    code.write_text(
+        "from chartly_dagster.integration import build_definitions\n"
+        f"defs = build_definitions({str(profiles)!r}, env='dev', schedules=False)\n",
+        encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_")}
+    env["DAGSTER_HOME"] = str(home)
+    # Two connectors' requests are held until released: a run that fetched its connectors
+    # one after another could never have both held at once.
+    paths = (ORDERS_PATH, "/v1/invoices")
+    holds = [sandbox.faults.add(Fault(kind="hold", endpoint=path, times=None))
+             for path in paths]
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "dagster"), "job", "execute", "-f", str(code),
+         "-j", SALES_JOB, "--tags", json.dumps(_range_tags("2026-01-10", "2026-01-11"))],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True)
+    try:
+        _wait_for(lambda: all(sandbox.request_count(p) for p in paths)
+                  or proc.poll() is not None, "both connectors to wait on the upstream at once")
+        assert proc.poll() is None, "the run ended before both connectors were held"
+    finally:
+        for hold in holds:
+            hold.release()
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output[-3000:]
+    # each step ran in a process forked from the preloaded server, not in the run worker
+    assert "Executing steps using multiprocess executor" in output, output[-3000:]
+    assert 'Launching subprocess for "tenant_demo__proj_sales__orders"' in output
+
+
 def test_a_chosen_executor_runs_project_jobs_and_backfills(sandbox: Sandbox,
                                                            tmp_path: Path) -> None:
     """Connectors side by side is one option away; a profile's own job stays in process."""
+    assert build_definitions(copy_profiles(tmp_path / "default", sandbox.port), env="dev"
+                             ).resolve_job_def(SALES_JOB).executor_def.name == (
+        "chartly_side_by_side")
     parallel = multiprocess_executor.configured({"max_concurrent": 4}, name="side_by_side")
     defs = build_definitions(copy_profiles(tmp_path / "profiles", sandbox.port), env="dev",
                              executor=parallel)
