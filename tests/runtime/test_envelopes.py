@@ -93,6 +93,15 @@ def test_validator_catches_tampered_raw(table: pa.Table) -> None:
     assert findings[0]["event_ids"] == [table.column("event_id")[3].as_py()]
 
 
+def test_validator_hashes_sliced_and_null_raw_values(table: pa.Table) -> None:
+    raws = table.column("raw").to_pylist()
+    raws[2] = None
+    tampered = _replace(table, "raw", raws).slice(1)  # a view: offsets start past row 0
+    findings = validate_envelopes(tampered, DAY)
+    assert _codes(findings) == {"null_field": [1], "raw_sha256_mismatch": [1]}
+    assert validate_envelopes(table.slice(1), DAY) == []
+
+
 def test_validator_catches_duplicate_event_id(table: pa.Table) -> None:
     ids = table.column("event_id").to_pylist()
     ids[7] = ids[2]
