@@ -35,7 +35,7 @@ golden: $(STAMP)  ## regenerate golden plans on purpose, then review `git diff g
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
-	$(BIN)/python bench/backfill.py
+	$(BIN)/python bench/backfill.py --repeat 3
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache data
