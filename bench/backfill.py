@@ -135,14 +135,16 @@ def worker_fetch_window(port: int, days: int, out: Path, **_: Any) -> dict[str, 
 
 def worker_dagster(port: int, days: int, out: Path, *, page: int = PAGE,
                    rate_per_minute: int | None = None, burst: int | None = None,
-                   windows_in_flight: int | None = None, lean: bool = False
-                   ) -> dict[str, Any]:
+                   windows_in_flight: int | None = None, lean: bool = False,
+                   checks: bool = True) -> dict[str, Any]:
     """The asset through Dagster: one partition with `materialize`, or a range as one run of
     the project's job; every blocking check runs and must pass.
 
     `lean` is the same work `fetch_window` does plus the connector's own checks: no typed
     table and no recording (which the `deterministic` check would re-derive). Otherwise
-    everything the dev env turns on by default runs too.
+    everything the dev env turns on by default runs too. `checks=False` materializes the
+    connector asset alone (the range still as one run), which isolates what Dagster itself
+    adds to `fetch_window`.
     """
     from dagster import AssetRecordsFilter, DagsterInstance, materialize
 
@@ -168,7 +170,14 @@ def worker_dagster(port: int, days: int, out: Path, *, page: int = PAGE,
     home = out / "home"  # made by `run_worker`, as a deployment's instance already exists
     keys = [_day(i).date().isoformat() for i in range(days)]
     with DagsterInstance.from_config(str(home)) as instance:
-        if days == 1:
+        if not checks:
+            range_tags = {ASSET_PARTITION_RANGE_START_TAG: keys[0],
+                          ASSET_PARTITION_RANGE_END_TAG: keys[-1]}
+            result = materialize(list(defs.assets), instance=instance,
+                                 resources=defs.resources, raise_on_error=False,
+                                 **({"partition_key": keys[0]} if days == 1
+                                    else {"tags": range_tags}))
+        elif days == 1:
             result = materialize([*defs.assets, *defs.asset_checks], instance=instance,
                                  partition_key=keys[0], resources=defs.resources,
                                  raise_on_error=False)
@@ -181,17 +190,19 @@ def worker_dagster(port: int, days: int, out: Path, *, page: int = PAGE,
         if not result.success:
             raise SystemExit("the Dagster run failed")
         key = next(iter(defs.assets)).key
-        checks = [e.event_specific_data for e in result.all_events
-                  if e.event_type_value == "ASSET_CHECK_EVALUATION"
-                  and e.event_specific_data.partition is None]
+        evaluations = [e.event_specific_data for e in result.all_events
+                       if e.event_type_value == "ASSET_CHECK_EVALUATION"
+                       and e.event_specific_data.partition is None]
         records = 0
         for pk in keys:
             row = instance.fetch_materializations(
                 AssetRecordsFilter(asset_key=key, asset_partitions=[pk]), limit=1).records[0]
             records += PartitionMetadata.extract(row.asset_materialization.metadata).records
     effective = config.get("max_concurrent_windows")
-    return {"records": records, "checks_passed": sum(c.passed for c in checks),
-            "checks": len(checks), "windows_in_flight": effective}
+    data: dict[str, Any] = {"records": records, "windows_in_flight": effective}
+    if checks:
+        data.update(checks_passed=sum(c.passed for c in evaluations), checks=len(evaluations))
+    return data
 
 
 def worker_project(port: int, days: int, out: Path, *, side_by_side: bool = True,
@@ -294,6 +305,8 @@ def section_a(records: int) -> None:
     with sandbox_process(per_hour) as (_, port):
         rows = [("bare floor (httpx + orjson + pyarrow)", run_median("floor", port, 1)),
                 ("`fetch_window`, pages staged", run_median("fetch_window", port, 1)),
+                ("the asset alone through Dagster", run_median("dagster", port, 1, lean=True,
+                                                                checks=False)),
                 ("the asset through Dagster + its 3 checks", run_median("dagster", port, 1,
                                                                         lean=True)),
                 ("dev defaults: + typed table, drift check, recording re-derived",
@@ -308,6 +321,8 @@ def section_b(records: int) -> None:
         rows = [("bare floor, window after window", run_median("floor", port, RANGE_DAYS)),
                 ("`fetch_window`, window after window",
                  run_median("fetch_window", port, RANGE_DAYS)),
+                ("the asset alone, the range as one Dagster run",
+                 run_median("dagster", port, RANGE_DAYS, lean=True, checks=False)),
                 ("the asset, the range as one Dagster run + its 3 checks",
                  run_median("dagster", port, RANGE_DAYS, lean=True)),
                 ("dev defaults: + typed table, drift check, recording re-derived",
