@@ -329,6 +329,28 @@ def test_the_connectors_of_a_project_run_proceed_side_by_side(
     assert 'Launching subprocess for "tenant_demo__proj_sales__orders"' in output
 
 
+def sales_job(profiles_dir: str) -> JobDefinition:
+    """Module-level, so Dagster can treat the project job as reconstructable."""
+    return build_definitions(Path(profiles_dir), env="dev", schedules=False).resolve_job_def(
+        SALES_JOB)
+
+
+def test_a_project_run_on_an_ephemeral_instance_runs_in_process(
+        sandbox: Sandbox, secrets_env: dict, tmp_path: Path) -> None:
+    """Step processes need a stored instance; without one the same job runs in process
+    instead of failing on the executor's requirements."""
+    profiles = copy_profiles(tmp_path / "profiles", sandbox.port)
+    recon = build_reconstructable_job(__name__, "sales_job",
+                                      reconstructable_args=(str(profiles),))
+    with DagsterInstance.ephemeral() as instance, execute_job(
+            recon, instance=instance, tags={"dagster/partition": "2026-01-10"}) as result:
+        assert result.success
+        engine = [e.message for e in result.all_events
+                  if e.event_type == DagsterEventType.ENGINE_EVENT]
+    assert any(m and m.startswith("Executing steps in process") for m in engine), engine
+    assert not any(m and "multiprocess executor" in m for m in engine), engine
+
+
 def test_a_chosen_executor_runs_project_jobs_and_backfills(sandbox: Sandbox,
                                                            tmp_path: Path) -> None:
     """Connectors side by side is one option away; a profile's own job stays in process."""
