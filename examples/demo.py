@@ -10,10 +10,12 @@ materialized from the UI.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import runpy
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -153,14 +155,29 @@ def where_the_files_are(defs: Definitions, instance: DagsterInstance) -> str:
             f".to_pandas().head())\"")
 
 
+@contextlib.contextmanager
+def _sandbox() -> Iterator[None]:
+    """The sandbox on the port the shipped dev profiles name; a clear exit if it is taken."""
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(run_sandbox(port=SANDBOX_PORT))
+        except OSError as exc:
+            raise SystemExit(
+                f"cannot start the sandbox upstream on 127.0.0.1:{SANDBOX_PORT}: "
+                f"{exc.strerror or exc}. The shipped dev profiles point at this port; stop "
+                "what holds it (another `make demo`, `make ui` or `chartly-tool sandbox "
+                "serve`) and run again.") from None
+        yield
+
+
 def demo() -> int:
     home = _home()
     _write_demo_secrets(home)
     defs = _load_code_location()
     instance = DagsterInstance.get()
-    print(f"Sandbox upstream on http://127.0.0.1:{SANDBOX_PORT}; DAGSTER_HOME={home}")
-    print(f"Materializing [{WEEK[0]:%Y-%m-%d}, {WEEK[1]:%Y-%m-%d}) through Dagster:")
-    with run_sandbox(port=SANDBOX_PORT):
+    with _sandbox():
+        print(f"Sandbox upstream on http://127.0.0.1:{SANDBOX_PORT}; DAGSTER_HOME={home}")
+        print(f"Materializing [{WEEK[0]:%Y-%m-%d}, {WEEK[1]:%Y-%m-%d}) through Dagster:")
         checks = run_week(defs, instance)
     print()
     print(report(defs, instance, checks))
@@ -175,7 +192,7 @@ def ui() -> int:
     """Sandbox in this process, `dagster dev` as a child; Ctrl-C stops both."""
     home = _home()
     _write_demo_secrets(home)
-    with run_sandbox(port=SANDBOX_PORT):
+    with _sandbox():
         print(f"Sandbox upstream on http://127.0.0.1:{SANDBOX_PORT}; DAGSTER_HOME={home}")
         child = subprocess.Popen([str(Path(sys.executable).parent / "dagster"), "dev", "-w",
                                   str(ROOT / "workspace.yaml")], cwd=ROOT, env=os.environ)
