@@ -68,17 +68,20 @@ def _iso(moment: datetime) -> str:
 
 
 def _profile_folder(out: Path, port: int, *, page: int, rate_per_minute: int | None = None,
-                    burst: int | None = None, windows_in_flight: int | None = None) -> Path:
-    """The bench profile of bench/run.py, with this run's page size, rate limit and (when
-    this build knows the setting) windows in flight."""
+                    burst: int | None = None, windows_in_flight: int | None = None,
+                    name: str = "bench-events") -> Path:
+    """The bench profile of bench/run.py as connector `name`, with this run's page size,
+    rate limit and (when this build knows the setting) windows in flight."""
     doc = yaml.safe_load(PROFILE.format(port=port, page=page))
+    doc["metadata"]["name"] = name
     if rate_per_minute is not None:
         doc["spec"]["rateLimit"] = {"maxRequestsPerMinute": rate_per_minute, "burst": burst}
     if windows_in_flight is not None and _profile_has_windows_in_flight():
         doc["spec"]["partitions"]["maxConcurrentWindows"] = windows_in_flight
     folder = out / "profiles"
     folder.mkdir(exist_ok=True)
-    (folder / "bench.yaml").write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    (folder / f"{name}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False),
+                                         encoding="utf-8")
     return folder
 
 
@@ -210,15 +213,9 @@ def worker_project(port: int, days: int, out: Path, *, side_by_side: bool = True
     """Three rate-limited connectors of one project, the range as one run of the project's
     job, launched as a user would (`dagster job execute` on a code location file) with the
     default executor or with every step in the run worker's process."""
-    folder = out / "profiles"
     for name in PROJECT_CONNECTORS:
-        doc = yaml.safe_load(PROFILE.format(port=port, page=LATENCY_PAGE))
-        doc["metadata"]["name"] = name
-        doc["spec"]["rateLimit"] = {"maxRequestsPerMinute": PROJECT_RATE_PER_MINUTE,
-                                    "burst": LATENCY_BURST}
-        folder.mkdir(exist_ok=True)
-        (folder / f"{name}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False),
-                                             encoding="utf-8")
+        folder = _profile_folder(out, port, page=LATENCY_PAGE, name=name, burst=LATENCY_BURST,
+                                 rate_per_minute=PROJECT_RATE_PER_MINUTE)
     executor = "" if side_by_side else ", executor=in_process_executor"
     code = out / "defs.py"
     code.write_text(

@@ -16,7 +16,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -33,6 +32,7 @@ from ..core.columns import (
     parse_column_type,
 )
 from ..core.profile import ColumnSpec
+from .envelope.schema import string_offsets
 from .storage import ROW_GROUP_ROWS, Storage, iter_window_batches
 
 if TYPE_CHECKING:  # imported where used: pyarrow.dataset loads pandas (~50 MB per process)
@@ -98,8 +98,7 @@ class _NeedsRecords(Exception):
 def _ndjson(raw: pa.Array) -> pa.BufferReader:
     """The batch's `raw` texts as one newline-delimited buffer, without a Python string."""
     joined = pc.binary_join_element_wise(raw, "", "\n")
-    offsets = np.frombuffer(joined.buffers()[1], dtype=np.int32)[
-        joined.offset:joined.offset + len(joined) + 1]
+    offsets = string_offsets(joined)
     data = joined.buffers()[2]
     return pa.BufferReader(data.slice(int(offsets[0]), int(offsets[-1] - offsets[0])))
 

@@ -22,7 +22,6 @@ import pytest
 import yaml
 from dagster import (
     AssetCheckKey,
-    AssetKey,
     AssetRecordsFilter,
     DagsterInstance,
     Definitions,
@@ -46,10 +45,9 @@ from chartly_dagster.integration.metadata import raw_value
 from chartly_dagster.sandbox import Sandbox
 from tests.support.paths import REPO
 from tests.support.postgres import PostgresServer
+from tests.support.shipped import ORDERS, ORDERS_JOB
 
 PG_YAML = REPO / "deploy" / "postgres" / "dagster.yaml"
-ORDERS = AssetKey(["tenant-demo", "proj-sales", "orders"])
-ORDERS_JOB = "tenant_demo__proj_sales__orders_job"
 PARTITIONS = ["2026-01-02", "2026-01-03", "2026-01-04"]
 
 

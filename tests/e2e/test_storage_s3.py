@@ -18,7 +18,6 @@ import fsspec
 import pyarrow.parquet as pq
 import pytest
 from dagster import (
-    AssetKey,
     AssetRecordsFilter,
     DagsterEventType,
     DagsterInstance,
@@ -41,10 +40,10 @@ from chartly_dagster.integration import (
 )
 from chartly_dagster.integration import metadata as md
 from chartly_dagster.sandbox import Fault, Sandbox
+from tests.support.shipped import ORDERS
 
 BUCKET = "chartly-lake"
 ROOT = f"s3://{BUCKET}/raw"
-ORDERS = AssetKey(["tenant-demo", "proj-sales", "orders"])
 PARTITIONS = ["2026-01-10", "2026-01-11", "2026-01-12"]
 RANGE_TAGS = {ASSET_PARTITION_RANGE_START_TAG: PARTITIONS[0],
               ASSET_PARTITION_RANGE_END_TAG: PARTITIONS[-1]}

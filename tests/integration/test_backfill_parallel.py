@@ -20,11 +20,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import yaml
 from dagster import (
-    AssetKey,
     AssetRecordsFilter,
     DagsterEventType,
     DagsterInstance,
@@ -52,12 +52,9 @@ from chartly_dagster.integration.liveness import identified_in_process_executor
 from chartly_dagster.integration.metadata import OBSERVATION_KIND, raw_value
 from chartly_dagster.sandbox import Fault, Sandbox
 from tests.support.sandbox import copy_profiles
+from tests.support.shipped import ORDERS, ORDERS_JOB, ORDERS_PATH, SALES_JOB
 
-ORDERS = AssetKey(["tenant-demo", "proj-sales", "orders"])
-ORDERS_JOB = "tenant_demo__proj_sales__orders_job"
 ORDERS_DEV = "tenant-demo/proj-sales::connector/orders@2.1.0#dev"
-ORDERS_PATH = "/v2/orders"
-SALES_JOB = "tenant_demo__proj_sales"
 #: the sandbox serves 1,440 orders a day: 500-record pages make three pages per window
 PAGE_SIZE = 500
 PAGES_PER_DAY = 3
@@ -110,6 +107,28 @@ def _pages(log: list[tuple[str, str, dict[str, str]]]) -> list[tuple[str, str]]:
     """(window start in epoch seconds, offset) of each request to the orders endpoint, in
     arrival order."""
     return [(query["from"], query["offset"]) for _, path, query in log if path == ORDERS_PATH]
+
+
+def _code_location(tmp_path: Path, definitions: str) -> Path:
+    """A DAGSTER_HOME (`tmp_path/dagster_home`) next to a code location file holding
+    `definitions`, as a user's project has them; the home's path."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
+    (tmp_path / "defs.py").write_text(definitions, encoding="utf-8")
+    return home
+
+
+def _job_execute(home: Path, job: str, tags: dict[str, str],
+                 **output: Any) -> subprocess.Popen:
+    """`dagster job execute` on the code location `_code_location` wrote next to `home`,
+    in a process group of its own (so a test may kill the whole run)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_")}
+    env["DAGSTER_HOME"] = str(home)
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "dagster"), "job", "execute", "-f",
+         str(home.parent / "defs.py"), "-j", job, "--tags", json.dumps(tags)],
+        env=env, start_new_session=True, **output)
 
 
 def _wait_for(condition: Callable[[], bool], what: str, limit_s: float = 120.0) -> None:
@@ -235,27 +254,17 @@ def test_a_run_killed_mid_range_is_reexecuted_without_fetching_a_page_twice(
     windows, held_from = 2, 8
     profiles = _orders_profiles(sandbox, tmp_path / "profiles")
     days = _days(1, 6)
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
-    code = tmp_path / "defs.py"
-    code.write_text(
+    home = _code_location(tmp_path, (
         "from chartly_dagster.integration import ChartlyResource, build_definitions\n"
         f"defs = build_definitions({str(profiles)!r}, resource=ChartlyResource(env='dev', "
-        f"max_concurrent_windows={windows}, progress_interval_seconds={QUIET}))\n",
-        encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_")}
-    env["DAGSTER_HOME"] = str(home)
+        f"max_concurrent_windows={windows}, progress_interval_seconds={QUIET}))\n"))
     # Every request from the 8th on is held: seven pages are answered (at most two whole
     # windows), so both workers end up holding a request, each after its staged pages.
     hold = sandbox.faults.add(Fault(kind="hold", endpoint=ORDERS_PATH, on_request=held_from,
                                     times=None))
     with DagsterInstance.from_config(str(home)) as instance:  # storage made once, up front
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "dagster"), "job", "execute", "-f", str(code),
-             "-j", ORDERS_JOB, "--tags", json.dumps(_range_tags(days[0], days[-1]))],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True)
+        proc = _job_execute(home, ORDERS_JOB, _range_tags(days[0], days[-1]),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             _wait_for(lambda: len(sandbox.request_log) >= held_from - 1 + windows
                       or proc.poll() is not None, "both workers held")
@@ -295,26 +304,16 @@ def test_the_connectors_of_a_project_run_proceed_side_by_side(
     """A project job launched as a user would (`dagster job execute` on a code location file,
     the default executor) fetches its connectors at the same time."""
     profiles = copy_profiles(tmp_path / "profiles", sandbox.port)
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
-    code = tmp_path / "defs.py"
-    code.write_text(
+    home = _code_location(tmp_path, (
         "from chartly_dagster.integration import build_definitions\n"
-        f"defs = build_definitions({str(profiles)!r}, env='dev', schedules=False)\n",
-        encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_")}
-    env["DAGSTER_HOME"] = str(home)
+        f"defs = build_definitions({str(profiles)!r}, env='dev', schedules=False)\n"))
     # Two connectors' requests are held until released: a run that fetched its connectors
     # one after another could never have both held at once.
     paths = (ORDERS_PATH, "/v1/invoices")
     holds = [sandbox.faults.add(Fault(kind="hold", endpoint=path, times=None))
              for path in paths]
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "dagster"), "job", "execute", "-f", str(code),
-         "-j", SALES_JOB, "--tags", json.dumps(_range_tags("2026-01-10", "2026-01-11"))],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True)
+    proc = _job_execute(home, SALES_JOB, _range_tags("2026-01-10", "2026-01-11"),
+                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         _wait_for(lambda: all(sandbox.request_count(p) for p in paths)
                   or proc.poll() is not None, "both connectors to wait on the upstream at once")

@@ -46,11 +46,8 @@ from chartly_dagster.runtime.paginate import EXPLICIT_ENDS
 from chartly_dagster.sandbox import Sandbox
 from examples.summary import daily_summaries
 from tests.support.paths import REPO
+from tests.support.shipped import ORDERS, ORDERS_TYPED, SALES_JOB, SALES_SUMMARY
 
-ORDERS = AssetKey(["tenant-demo", "proj-sales", "orders"])
-ORDERS_TYPED = AssetKey(["tenant-demo", "proj-sales", "orders_typed"])
-SALES_SUMMARY = AssetKey(["tenant-demo", "proj-sales", "daily_summary"])
-SALES_JOB = "tenant_demo__proj_sales"
 RANGE = ("2026-01-01", "2026-01-03")
 DAYS = ["2026-01-01", "2026-01-02", "2026-01-03"]
 

@@ -39,9 +39,9 @@ from chartly_dagster.integration import (
 from chartly_dagster.sandbox import run_sandbox
 from tests.support.sandbox import copy_profiles, sandbox_config
 from tests.support.secrets import write_secrets
+from tests.support.shipped import ORDERS
 
 COMPONENT_TYPE = "chartly_dagster.integration.ConnectorProfilesComponent"
-ORDERS = AssetKey(["tenant-demo", "proj-sales", "orders"])
 CONNECTORS = {"orders", "invoices", "sales-events", "sales-feed", "metrics", "tickets"}
 #: every asset name the component builds: connectors and their typed assets
 ASSET_NAMES = CONNECTORS | {f"{c}_typed" for c in CONNECTORS}

@@ -16,15 +16,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
+from dagster import AssetRecordsFilter, DagsterInstance
 
 from chartly_dagster.integration import PartitionMetadata
 from chartly_dagster.sandbox import Sandbox, run_sandbox
 from tests.support.paths import REPO
 from tests.support.sandbox import copy_profiles, sandbox_config
 from tests.support.secrets import SECRET_ENV, SECRETS, write_secrets
+from tests.support.shipped import ORDERS
 
-ORDERS = AssetKey(["tenant-demo", "proj-sales", "orders"])
 DAYS = ("2026-01-01", "2026-01-02", "2026-01-03")
 
 

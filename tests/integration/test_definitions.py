@@ -16,8 +16,7 @@ from chartly_dagster.integration import (
 )
 from chartly_dagster.integration.partitions import partitions_def_for, window_for_partition
 from tests.support.paths import PROFILES
-
-ORDERS = AssetKey(["tenant-demo", "proj-sales", "orders"])
+from tests.support.shipped import ORDERS
 
 
 def test_every_dev_profile_is_one_checked_partitioned_asset() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, materialize
+from dagster import AssetRecordsFilter, DagsterInstance, materialize
 
 from chartly_dagster.core.errors import UpstreamUnavailable
 from chartly_dagster.core.profile import Transport
@@ -19,9 +19,9 @@ from chartly_dagster.integration import (
 from chartly_dagster.runtime.egress import EnvPolicy
 from chartly_dagster.sandbox import Fault, Sandbox
 from tests.support.live import DAY, Live, RecordingSleep
+from tests.support.shipped import ORDERS
 
 NAME, PATH = "sales-feed", "/v1/feed"
-ORDERS = AssetKey(["tenant-demo", "proj-sales", "orders"])
 # The sandbox stalls 600 ms before answering; the profiles' own timeout is 10 s.
 SLOW = 600
 

@@ -35,11 +35,7 @@ from chartly_dagster.integration._compat import (
 from chartly_dagster.integration.metadata import raw_value
 from chartly_dagster.sandbox import Fault, Sandbox
 from examples.summary import daily_summaries
-
-ORDERS = AssetKey(["tenant-demo", "proj-sales", "orders"])
-ORDERS_TYPED = AssetKey(["tenant-demo", "proj-sales", "orders_typed"])
-SALES_SUMMARY = AssetKey(["tenant-demo", "proj-sales", "daily_summary"])
-SALES_JOB = "tenant_demo__proj_sales"
+from tests.support.shipped import ORDERS, ORDERS_TYPED, SALES_JOB, SALES_SUMMARY
 
 
 def _defs(profiles: Path) -> Definitions:

@@ -14,7 +14,6 @@ from typing import Any
 import pyarrow.parquet as pq
 from dagster import (
     AssetCheckEvaluation,
-    AssetKey,
     AssetRecordsFilter,
     AssetSelection,
     DagsterEventType,
@@ -28,8 +27,8 @@ from chartly_dagster.integration._compat import PARTITION_NAME_TAG
 from chartly_dagster.integration.metadata import raw_value
 from chartly_dagster.integration.resources import ChartlyResource, StorageConfig
 from chartly_dagster.sandbox import Sandbox
+from tests.support.shipped import ORDERS
 
-ORDERS = AssetKey(["tenant-demo", "proj-sales", "orders"])
 PARTITION = "2026-01-06"
 
 

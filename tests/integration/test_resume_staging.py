@@ -8,7 +8,6 @@ import logging
 from pathlib import Path
 
 from dagster import (
-    AssetKey,
     AssetRecordsFilter,
     DagsterInstance,
     JobDefinition,
@@ -19,8 +18,8 @@ from dagster import (
 
 from chartly_dagster.integration import PartitionMetadata, build_definitions
 from chartly_dagster.sandbox import Fault, Sandbox
+from tests.support.shipped import ORDERS
 
-ORDERS = AssetKey(["tenant-demo", "proj-sales", "orders"])
 PARTITION = "2026-01-10"
 
 

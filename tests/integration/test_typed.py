@@ -39,6 +39,7 @@ from chartly_dagster.integration.typed import DRIFT_CHECK
 from chartly_dagster.runtime.envelope import ENVELOPE_ARROW_SCHEMA
 from chartly_dagster.sandbox import Sandbox
 from examples.summary import daily_summaries
+from tests.support.shipped import SALES_JOB
 
 SALES = ["tenant-demo", "proj-sales"]
 ORDERS = AssetKey([*SALES, "orders"])
@@ -46,7 +47,6 @@ ORDERS_TYPED = AssetKey([*SALES, "orders_typed"])
 FEED = AssetKey([*SALES, "sales-feed"])
 FEED_TYPED = AssetKey([*SALES, "sales-feed_typed"])
 SUMMARY = AssetKey([*SALES, "daily_summary"])
-SALES_JOB = "tenant_demo__proj_sales"
 URI = PartitionMetadata.key("uri")
 ROW_COUNT = PartitionMetadata.ROW_COUNT_KEY
 COLUMN_SCHEMA = md.DEF_COLUMN_SCHEMA  # the same key on definitions and materializations

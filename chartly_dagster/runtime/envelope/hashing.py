@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import numpy as np
 import pyarrow as pa
 
-from .schema import HASHED_FIELDS
+from .schema import HASHED_FIELDS, string_offsets
 
 
 class ContentHasher:
@@ -26,8 +26,7 @@ class ContentHasher:
             values, lengths = self._hashers[name]
             for chunk in _chunks(batch.column(name)):
                 if pa.types.is_string(chunk.type):
-                    offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int32,
-                                            count=len(chunk) + 1, offset=chunk.offset * 4)
+                    offsets = string_offsets(chunk)
                     data = chunk.buffers()[2]
                     if data is not None and len(chunk):
                         values.update(memoryview(data)[offsets[0]:offsets[-1]])

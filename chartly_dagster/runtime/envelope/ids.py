@@ -7,6 +7,8 @@ import hashlib
 import numpy as np
 import pyarrow as pa
 
+from .schema import string_offsets
+
 
 class IdSet:
     """Exact-membership set of 64-bit id keys in sorted numpy runs: ~8 bytes per id.
@@ -68,8 +70,7 @@ def event_id_keys(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     n = len(arr)
     if n and arr.null_count == 0:
-        offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=n + 1,
-                                offset=arr.offset * 4)
+        offsets = string_offsets(arr)
         if bool(np.all(np.diff(offsets) == 36)):
             text = np.frombuffer(arr.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]]
             nibbles = _NIBBLES[text.reshape(n, 36)[:, 4:20]]

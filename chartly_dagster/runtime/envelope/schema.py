@@ -9,6 +9,7 @@ from datetime import datetime
 from importlib import resources
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 ENVELOPE_VERSION = "1.0"
@@ -48,3 +49,10 @@ def envelope_json_schema() -> dict[str, Any]:
 
 def micros(moment: datetime) -> int:
     return int(moment.timestamp()) * 1_000_000 + moment.microsecond
+
+
+def string_offsets(chunk: pa.Array) -> np.ndarray:
+    """A string array's value offsets into its data buffer (a sliced array's own ones), so
+    values can be read as views of the buffer without a Python object per value."""
+    return np.frombuffer(chunk.buffers()[1], dtype=np.int32, count=len(chunk) + 1,
+                         offset=chunk.offset * 4)

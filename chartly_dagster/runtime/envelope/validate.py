@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 from ...core.canonical import format_rfc3339
 from ...core.windows import Window
 from .ids import IdSet, event_id_keys
-from .schema import ENVELOPE_ARROW_SCHEMA, ENVELOPE_VERSION, TIMESTAMP
+from .schema import ENVELOPE_ARROW_SCHEMA, ENVELOPE_VERSION, TIMESTAMP, string_offsets
 
 
 def validate_envelopes(table: pa.Table, window: Window | None = None, sample: int = 5, *,
@@ -150,8 +150,7 @@ def _sha_mismatch(table: pa.Table) -> pa.Array:
     row = 0
     for batch in table.select(["raw", "raw_sha256"]).to_batches():
         raw = batch.column(0)
-        offsets = np.frombuffer(raw.buffers()[1], dtype=np.int32, count=len(raw) + 1,
-                                offset=raw.offset * 4).tolist()
+        offsets = string_offsets(raw).tolist()
         data = raw.buffers()[2]
         body = memoryview(data) if data is not None else memoryview(b"")
         digests = [sha(body[start:end]).hexdigest()
