@@ -36,6 +36,7 @@ from ..core.errors import ChartlyError
 from ..core.plan import Plan, build_plan
 from ..core.refs import format_ref
 from ..core.windows import Window
+from ..runtime.concurrency import WindowsInFlight
 from ..runtime.egress import EnvPolicy
 from ..runtime.executor import (
     NetworkOptions,
@@ -251,7 +252,8 @@ def connector_events(context: AssetExecutionContext, *, env: str, destination: s
     failures: dict[str, BaseException] = {}
     throttle = _ProgressThrottle(progress_interval_seconds)
     if workers > 1:
-        context.log.info(f"fetching {len(jobs)} window(s), up to {workers} at once")
+        context.log.info(f"fetching {len(jobs)} window(s), up to {workers} at once while "
+                         "the process has CPU to spare")
     stopping = threading.Event()
 
     def report(item: _Report) -> None:
@@ -260,11 +262,22 @@ def connector_events(context: AssetExecutionContext, *, env: str, destination: s
         inbox.put(item)
 
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chartly-window")
+    in_flight = WindowsInFlight(workers)
+    waiting = list(reversed(jobs))  # popped in partition order
+    most = 0  # windows in flight at once, at most
     try:
-        for job in jobs:
-            pool.submit(_fetch, resolved, job, targets[job.partition], shared, report)
         while len(results) + len(failures) < len(jobs):
-            partition, item = inbox.get()
+            running = len(jobs) - len(waiting) - len(results) - len(failures)
+            while waiting and running < in_flight.target():
+                job = waiting.pop()
+                pool.submit(_fetch, resolved, job, targets[job.partition], shared, report)
+                running += 1
+            most = max(most, running)
+            try:  # wake for the next sample too: held requests report nothing
+                partition, item = inbox.get(timeout=in_flight.seconds_to_next_sample()
+                                            if waiting else None)
+            except queue.Empty:
+                continue
             if isinstance(item, PageProgress):
                 if throttle.due(partition):
                     yield AssetObservation(asset_key=key, partition=partition, metadata={
@@ -294,6 +307,8 @@ def connector_events(context: AssetExecutionContext, *, env: str, destination: s
         stopping.set()
         pool.shutdown(wait=True, cancel_futures=True)
         client.close()
+    if workers > 1:
+        context.log.info(f"at most {most} window(s) were in flight at once")
     watermarks = {p: r.watermark for p, r in results.items()}
     recorded = []
     for job in jobs:  # in partition order, so `previous_watermark` never depends on timing
