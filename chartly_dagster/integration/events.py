@@ -50,6 +50,7 @@ from ..runtime.executor import (
     reusable_window,
     staged_checkpoint,
 )
+from ..runtime.memory import release_freed_memory
 from ..runtime.recording import RecordTo, recording_enabled
 from ..runtime.secrets import SecretResolver
 from ..runtime.storage import Storage
@@ -289,6 +290,7 @@ def connector_events(context: AssetExecutionContext, *, env: str, destination: s
                 log(f"{partition}: {item.message}")
             elif isinstance(item, WindowResult):
                 results[partition] = item
+                release_freed_memory()  # the window's buffers, before the next one fills
                 how = "reused (verified) from the failed run" if item.reused else "fetched"
                 context.log.info(f"{partition}: {item.records} records in {item.pages} pages "
                                  f"{how} -> {item.uri}")

@@ -34,6 +34,7 @@ from ..core.errors import (
 from ..core.plan import Plan
 from ..core.refs import format_ref
 from ..core.windows import Window
+from .arrays import bool_array
 from .decoding import decode_json
 from .egress import EnvPolicy, Resolver
 from .envelope import (
@@ -664,7 +665,7 @@ def _dedupe(run: _WindowRun, batch: pa.RecordBatch, keys: np.ndarray) -> pa.Reco
         raise PaginationViolation(message, field="records.idField")
     run.duplicates += len(rows)
     run.findings.append({"code": "duplicate_record_id", "message": message})
-    return batch.filter(pa.array(~seen))
+    return batch.filter(bool_array(~seen))
 
 
 def _check_contract(table: pa.Table, window: Window) -> None:

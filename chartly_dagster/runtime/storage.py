@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 
 from ..core.errors import PreconditionFailed, UsageError
 from .envelope import ENVELOPE_ARROW_SCHEMA, HASHED_FIELDS, ContentHasher
+from .memory import release_freed_memory
 
 #: Rows per Parquet row group. Until a group is written its pages are held in memory
 #: (constant columns still expanded), ~1.2 KB a row: 8k rows keep each window in flight
@@ -356,8 +357,11 @@ def iter_window_batches(uri: str, batch_size: int = ROW_GROUP_ROWS,
         missing = sorted(set(columns or ()) - set(parquet.schema_arrow.names))
         if missing:
             raise ValueError(f"{uri} is not an envelope file: no {', '.join(missing)} column")
-        yield from parquet.iter_batches(batch_size=batch_size,
-                                        columns=list(columns) if columns else None)
+        try:
+            yield from parquet.iter_batches(batch_size=batch_size,
+                                            columns=list(columns) if columns else None)
+        finally:
+            release_freed_memory()  # what decoding the file left in the pools
 
 
 def file_content_hash(uri: str) -> str | None:

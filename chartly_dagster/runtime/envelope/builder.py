@@ -20,6 +20,15 @@ from ...core.catalog import ResolvedProfile
 from ...core.errors import InvalidArgument
 from ...core.refs import format_ref
 from ...core.windows import Window
+from ..arrays import (
+    bools,
+    int64_array,
+    int64_scalar,
+    repeated_int64,
+    repeated_string,
+    string_array,
+    utf8_array,
+)
 from ..errors import UnsupportedRecord
 from .schema import ENVELOPE_ARROW_SCHEMA, ENVELOPE_VERSION, TIMESTAMP, micros
 
@@ -79,11 +88,12 @@ class EnvelopeBuilder:
         ids, times = self._extract(records)
         occurred = self._times(times, ids)
         occ_us = occurred.cast(pa.int64())
-        mask = pc.and_(pc.greater_equal(occ_us, self._start_us), pc.less(occ_us, self._end_us))
+        mask = pc.and_(pc.greater_equal(occ_us, int64_scalar(self._start_us)),
+                       pc.less(occ_us, int64_scalar(self._end_us)))
         kept = pc.sum(mask).as_py() or 0
         dropped = len(records) - kept
         if dropped:
-            keep = np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool)
+            keep = bools(mask)
             records = [r for r, k in zip(records, keep, strict=True) if k]
             ids = [i for i, k in zip(ids, keep, strict=True) if k]
             occurred = occurred.filter(mask)
@@ -136,12 +146,15 @@ class EnvelopeBuilder:
     def _times(self, times: list[Any], ids: list[str]) -> pa.Array:
         try:
             if self._time_format == "rfc3339":
-                return pa.array(times, pa.string()).cast(TIMESTAMP)
+                texts = string_array(times)
+                return (pa.array(times, pa.string()) if texts is None else texts).cast(TIMESTAMP)
             unit = 1_000_000 if self._time_format == "epoch_s" else 1_000
-            ints = pa.array(times, pa.int64())
+            ints = int64_array(times)
+            if ints is None:  # not all ints: pyarrow's own conversion, and its errors
+                ints = pa.array(times, pa.int64())
             if ints.null_count:
                 raise pa.ArrowInvalid("null time")
-            return pc.multiply_checked(ints, unit).cast(TIMESTAMP)
+            return pc.multiply_checked(ints, int64_scalar(unit)).cast(TIMESTAMP)
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
             bad = next((i for i, t in enumerate(times) if not _time_ok(t, self._time_format)), 0)
             raise InvalidArgument(
@@ -151,23 +164,22 @@ class EnvelopeBuilder:
     def _batch(self, n: int, eids: pa.Array, ids: list[str], occurred: pa.Array,
                raws: list[bytes], shas: pa.Array, sequence_start: int, provenance_uri: str,
                collected_at: datetime) -> pa.RecordBatch:
-        def const(value: Any, typ: pa.DataType) -> pa.Array:
-            return pa.repeat(pa.scalar(value, typ), n) if n else pa.array([], typ)
-
         collected = micros(collected_at)
+        record_ids = string_array(ids)
         columns = {
-            **{k: const(v, pa.string()) for k, v in self._constants.items()},
+            **{k: repeated_string(v, n) for k, v in self._constants.items()},
             "event_id": eids,
-            "record_id": pa.array(ids, pa.string()),
+            "record_id": record_ids if record_ids is not None else pa.array(ids, pa.string()),
             "occurred_at": occurred,
-            "collected_at": const(collected, pa.int64()).cast(TIMESTAMP),
-            "ingested_at": const(collected, pa.int64()).cast(TIMESTAMP),
-            "window_start": const(self._start_us, pa.int64()).cast(TIMESTAMP),
-            "window_end": const(self._end_us, pa.int64()).cast(TIMESTAMP),
-            "sequence": pa.array(np.arange(sequence_start, sequence_start + n, dtype=np.int64)),
-            "provenance_uri": const(provenance_uri, pa.string()),
+            "collected_at": repeated_int64(collected, n, TIMESTAMP),
+            "ingested_at": repeated_int64(collected, n, TIMESTAMP),
+            "window_start": repeated_int64(self._start_us, n, TIMESTAMP),
+            "window_end": repeated_int64(self._end_us, n, TIMESTAMP),
+            "sequence": int64_array(np.arange(sequence_start, sequence_start + n,
+                                              dtype=np.int64)),
+            "provenance_uri": repeated_string(provenance_uri, n),
             "raw_sha256": shas,
-            "raw": _joined_column(raws),
+            "raw": utf8_array(raws),
         }
         return pa.RecordBatch.from_arrays([columns[f.name] for f in ENVELOPE_ARROW_SCHEMA],
                                           schema=ENVELOPE_ARROW_SCHEMA)
@@ -188,16 +200,6 @@ def _hex_column(digests: bytes, width: int, prefix: bytes) -> pa.Array:
     text[:, start + 1::2] = _HEX_DIGITS[raw & 15]
     offsets = np.arange(0, (n + 1) * item, item, dtype=np.int32)
     return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(text))
-
-
-def _joined_column(values: list[bytes]) -> pa.Array:
-    """UTF-8 byte strings (orjson output) as one Arrow string column, without per-item copies."""
-    offsets = np.zeros(len(values) + 1, dtype=np.int64)
-    np.cumsum(np.fromiter(map(len, values), dtype=np.int64, count=len(values)), out=offsets[1:])
-    if offsets[-1] < 2**31:
-        return pa.StringArray.from_buffers(len(values), pa.py_buffer(offsets.astype(np.int32)),
-                                           pa.py_buffer(b"".join(values)))
-    return pa.array(values, pa.binary()).view(pa.string())
 
 
 def _not_canonical(record: Any, record_id: str, exc: Exception) -> UnsupportedRecord:

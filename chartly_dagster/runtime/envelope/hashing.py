@@ -8,6 +8,7 @@ from collections.abc import Iterable
 import numpy as np
 import pyarrow as pa
 
+from ..arrays import int64_values
 from .schema import HASHED_FIELDS, string_offsets
 
 
@@ -32,7 +33,7 @@ class ContentHasher:
                         values.update(memoryview(data)[offsets[0]:offsets[-1]])
                     lengths.update(np.diff(offsets).astype(">i8").tobytes())
                 else:
-                    values.update(chunk.cast(pa.int64()).to_numpy().astype(">i8").tobytes())
+                    values.update(int64_values(chunk.cast(pa.int64())).astype(">i8").tobytes())
 
     def hexdigest(self) -> str:
         outer = hashlib.sha256()

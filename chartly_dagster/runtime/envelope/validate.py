@@ -14,8 +14,15 @@ import pyarrow.compute as pc
 
 from ...core.canonical import format_rfc3339
 from ...core.windows import Window
+from ..arrays import bool_array, bools, int64_scalar, int64_values, string_scalar, utf8_array
 from .ids import IdSet, event_id_keys
-from .schema import ENVELOPE_ARROW_SCHEMA, ENVELOPE_VERSION, TIMESTAMP, string_offsets
+from .schema import (
+    ENVELOPE_ARROW_SCHEMA,
+    ENVELOPE_VERSION,
+    TIMESTAMP,
+    micros,
+    string_offsets,
+)
 
 
 def validate_envelopes(table: pa.Table, window: Window | None = None, sample: int = 5, *,
@@ -41,7 +48,7 @@ def validate_envelopes(table: pa.Table, window: Window | None = None, sample: in
         return findings
 
     def report(code: str, message: str, bad: pa.Array) -> None:
-        rows = np.flatnonzero(np.asarray(bad.to_numpy(zero_copy_only=False), dtype=bool))
+        rows = np.flatnonzero(bools(bad))
         if len(rows):
             picks = rows[:sample].tolist()
             findings.append({"code": code, "message": message, "count": len(rows),
@@ -53,7 +60,7 @@ def validate_envelopes(table: pa.Table, window: Window | None = None, sample: in
         if col(name).null_count:
             report("null_field", f"{name} is null", pc.is_null(col(name)).combine_chunks())
     report("envelope_version", f"envelope_version is not {ENVELOPE_VERSION}",
-           pc.not_equal(col("envelope_version"), ENVELOPE_VERSION).combine_chunks())
+           pc.not_equal(col("envelope_version"), string_scalar(ENVELOPE_VERSION)).combine_chunks())
     report("event_id_format", "event_id is not evt_ + 32 hex",
            pc.invert(pc.match_substring_regex(col("event_id"), r"^evt_[0-9a-f]{32}$"))
            .combine_chunks())
@@ -64,18 +71,19 @@ def validate_envelopes(table: pa.Table, window: Window | None = None, sample: in
            pc.invert(pc.match_substring_regex(col("provenance_uri"), r"^https?://[^@\s]+$"))
            .combine_chunks())
     report("empty_record_id", "record_id is empty",
-           pc.equal(pc.utf8_length(col("record_id")), 0).combine_chunks())
+           pc.equal(pc.utf8_length(col("record_id")), int64_scalar(0)).combine_chunks())
     if check_duplicates:
         report("duplicate_event_id", "event_id appears more than once",
                _duplicates(col("event_id")))
-    seq = col("sequence").combine_chunks().to_numpy()
+    seq = int64_values(col("sequence").combine_chunks())
     bad_seq = np.zeros(n, dtype=bool)
     if n > 1:
         bad_seq[1:] = seq[1:] <= seq[:-1]
-    report("sequence_not_monotonic", "sequence does not increase", pa.array(bad_seq))
+    report("sequence_not_monotonic", "sequence does not increase", bool_array(bad_seq))
     if window is not None:
         occ = col("occurred_at")
-        start, end = pa.scalar(window.start, TIMESTAMP), pa.scalar(window.end, TIMESTAMP)
+        start = int64_scalar(micros(window.start), TIMESTAMP)
+        end = int64_scalar(micros(window.end), TIMESTAMP)
         report("outside_window", f"occurred_at outside [{format_rfc3339(window.start)}, "
                f"{format_rfc3339(window.end)})",
                pc.or_(pc.less(occ, start), pc.greater_equal(occ, end)).combine_chunks())
@@ -137,7 +145,8 @@ def validate_envelope_stream(batches: Iterable[pa.RecordBatch], window: Window |
 
 def _duplicates(column: pa.ChunkedArray) -> pa.Array:
     counts = pc.value_counts(column.combine_chunks())
-    repeated = counts.filter(pc.greater(counts.field("counts"), 1)).field("values")
+    repeated = counts.filter(pc.greater(counts.field("counts"), int64_scalar(1))).field(
+        "values")
     return pc.is_in(column.combine_chunks(), value_set=repeated)
 
 
@@ -156,9 +165,9 @@ def _sha_mismatch(table: pa.Table) -> pa.Array:
         digests = [sha(body[start:end]).hexdigest()
                    for start, end in pairwise(offsets)]
         if raw.null_count:
-            valid = raw.is_valid().to_numpy(zero_copy_only=False)
+            valid = bools(raw.is_valid())
             digests = [d if ok else "" for d, ok in zip(digests, valid, strict=True)]
-        out[row:row + len(digests)] = pc.not_equal(
-            pa.array(digests, pa.string()), batch.column(1)).to_numpy(zero_copy_only=False)
+        out[row:row + len(digests)] = bools(pc.not_equal(
+            utf8_array([d.encode() for d in digests]), batch.column(1)))
         row += len(digests)
-    return pa.array(out)
+    return bool_array(out)
