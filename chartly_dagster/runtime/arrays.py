@@ -37,12 +37,21 @@ def utf8_array(values: Sequence[bytes]) -> pa.Array:
 def string_array(values: Sequence[Any]) -> pa.StringArray | None:
     """Python `str` values as a string column; None if any value is not a `str` (or cannot
     be UTF-8: a lone surrogate)."""
-    if any(type(v) is not str for v in values):
+    if not set(map(type, values)) <= {str}:
         return None
     try:
-        return utf8_array([v.encode() for v in values])
+        text = "".join(values)
+        data = text.encode()
     except UnicodeEncodeError:
         return None
+    if len(data) != len(text):  # not all ASCII: byte lengths differ from lengths in chars
+        return utf8_array([v.encode() for v in values])
+    offsets = np.zeros(len(values) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, values), dtype=np.int64, count=len(values)), out=offsets[1:])
+    if offsets[-1] >= 2**31:
+        return utf8_array([v.encode() for v in values])
+    return pa.StringArray.from_buffers(len(values), _buffer(offsets.astype(np.int32)),
+                                       pa.py_buffer(data))
 
 
 def int64_array(values: Sequence[Any] | np.ndarray,
@@ -50,7 +59,7 @@ def int64_array(values: Sequence[Any] | np.ndarray,
     """Python `int`s (or an int64 ndarray) as a 64-bit column of `typ` (int64, or a
     timestamp in its unit); None if any value is not an `int` in int64's range."""
     if not isinstance(values, np.ndarray):
-        if any(type(v) is not int for v in values):
+        if not set(map(type, values)) <= {int}:
             return None
         try:
             values = np.fromiter(values, dtype=np.int64, count=len(values))
