@@ -102,6 +102,18 @@ def test_validator_hashes_sliced_and_null_raw_values(table: pa.Table) -> None:
     assert validate_envelopes(table.slice(1), DAY) == []
 
 
+def test_validator_compares_stated_digests_exactly(table: pa.Table) -> None:
+    sha = table.column("raw_sha256").to_pylist()
+    sha[1] = sha[1].upper()  # the right digest, not in the contract's lowercase hex
+    sha[4] = None
+    sha[5] = sha[5][:63]
+    sha[7] = sha[6]  # well-formed, someone else's
+    findings = validate_envelopes(_replace(table, "raw_sha256", sha).slice(1), DAY)
+    assert _codes(findings)["raw_sha256_mismatch"] == [0, 3, 4, 6]
+    untouched = _replace(table, "raw_sha256", table.column("raw_sha256").to_pylist())
+    assert validate_envelopes(untouched.slice(2), DAY) == []
+
+
 def test_validator_catches_duplicate_event_id(table: pa.Table) -> None:
     ids = table.column("event_id").to_pylist()
     ids[7] = ids[2]

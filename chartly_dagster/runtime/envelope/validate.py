@@ -3,6 +3,7 @@ each finding names the rule, a count and sample rows."""
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 from collections.abc import Iterable
 from itertools import pairwise
@@ -14,7 +15,7 @@ import pyarrow.compute as pc
 
 from ...core.canonical import format_rfc3339
 from ...core.windows import Window
-from ..arrays import bool_array, bools, int64_scalar, int64_values, string_scalar, utf8_array
+from ..arrays import bool_array, bools, int64_scalar, int64_values, string_scalar
 from .ids import IdSet, event_id_keys
 from .schema import (
     ENVELOPE_ARROW_SCHEMA,
@@ -150,10 +151,28 @@ def _duplicates(column: pa.ChunkedArray) -> pa.Array:
     return pc.is_in(column.combine_chunks(), value_set=repeated)
 
 
+def _stated_hex(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(n x 64 bytes of hex text, mask of rows that hold 64 bytes) of a raw_sha256 column,
+    read in place when every value is 64 bytes (the usual file)."""
+    n = len(column)
+    offsets = string_offsets(column)
+    data = column.buffers()[2]
+    text = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+    ok = np.diff(offsets) == 64
+    if column.null_count:
+        ok &= bools(column.is_valid())
+    if ok.all():
+        return text[offsets[0]:offsets[0] + 64 * n].reshape(n, 64), ok
+    stated = np.zeros((n, 64), dtype=np.uint8)  # never lowercase hex: never matches
+    stated[ok] = text[offsets[:-1][ok].astype(np.int64)[:, None] + np.arange(64)]
+    return stated, ok
+
+
 def _sha_mismatch(table: pa.Table) -> pa.Array:
     # Hashing is the one per-row step left; everything around it stays columnar. Each
-    # value is hashed from a view of the column's data buffer (no bytes object per row:
-    # 40% faster than hashing `to_pylist()`); a null raw hashes as "" (never a match).
+    # value is hashed from a view of the column's data buffer (no bytes object per row),
+    # the digests are hex-encoded in one call and compared with the stated text as one
+    # byte matrix. A null raw, or a raw_sha256 that is not 64 bytes, never matches.
     out = np.zeros(table.num_rows, dtype=bool)
     sha = hashlib.sha256
     row = 0
@@ -162,12 +181,13 @@ def _sha_mismatch(table: pa.Table) -> pa.Array:
         offsets = string_offsets(raw).tolist()
         data = raw.buffers()[2]
         body = memoryview(data) if data is not None else memoryview(b"")
-        digests = [sha(body[start:end]).hexdigest()
-                   for start, end in pairwise(offsets)]
+        computed = binascii.hexlify(
+            b"".join([sha(body[start:end]).digest() for start, end in pairwise(offsets)]))
+        stated, ok = _stated_hex(batch.column(1))
+        bad = ~ok | (np.frombuffer(computed, dtype=np.uint8).reshape(-1, 64) != stated).any(
+            axis=1)
         if raw.null_count:
-            valid = bools(raw.is_valid())
-            digests = [d if ok else "" for d, ok in zip(digests, valid, strict=True)]
-        out[row:row + len(digests)] = bools(pc.not_equal(
-            utf8_array([d.encode() for d in digests]), batch.column(1)))
-        row += len(digests)
+            bad |= ~bools(raw.is_valid())
+        out[row:row + len(bad)] = bad
+        row += len(bad)
     return bool_array(out)
