@@ -141,9 +141,11 @@ def _wait_for(condition: Callable[[], bool], what: str, limit_s: float = 120.0) 
 
 def _run_holding_first_request(job: JobDefinition, instance: DagsterInstance,
                                sandbox: Sandbox, days: list[str],
-                               until_windows: int | None) -> None:
+                               until_windows: int | None) -> str:
     """Run the range; with `until_windows`, hold its first request until the sandbox has
-    seen that many windows: only that many windows in flight at once can get there."""
+    seen that many windows: only that many windows in flight at once can get there (the
+    run adds windows while its process idles, which a held request makes certain). The
+    run's id."""
     hold = (sandbox.faults.add(Fault(kind="hold", endpoint=ORDERS_PATH))
             if until_windows is not None else None)
     with ThreadPoolExecutor(1) as runner:
@@ -157,6 +159,7 @@ def _run_holding_first_request(job: JobDefinition, instance: DagsterInstance,
             finally:
                 hold.release()
         assert future.result().success
+        return future.result().run_id
 
 
 def test_parallel_windows_write_the_same_bytes_and_share_one_rate_limit(
@@ -172,8 +175,12 @@ def test_parallel_windows_write_the_same_bytes_and_share_one_rate_limit(
         home.mkdir()
         with instance_for_test(temp_dir=str(home)) as instance:
             started = time.monotonic()
-            _run_holding_first_request(orders_job(str(profiles), windows), instance, sandbox,
-                                       days, until_windows=windows if windows > 1 else None)
+            run_id = _run_holding_first_request(
+                orders_job(str(profiles), windows), instance, sandbox, days,
+                until_windows=windows if windows > 1 else None)
+            if windows > 1:  # the step says how many windows it had in flight at most
+                messages = [entry.user_message for entry in instance.all_logs(run_id)]
+                assert f"at most {windows} window(s) were in flight at once" in messages
             metas = {day: _latest(instance, day) for day in days}
             hashes[windows] = {day: m.content_hash if m else None for day, m in metas.items()}
             pages = _pages(sandbox.request_log)
