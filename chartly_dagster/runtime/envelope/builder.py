@@ -97,31 +97,23 @@ class EnvelopeBuilder:
             records = [r for r, k in zip(records, keep, strict=True) if k]
             ids = [i for i, k in zip(ids, keep, strict=True) if k]
             occurred = occurred.filter(mask)
-        raws: list[bytes] = []
-        shas: list[bytes] = []
-        eids: list[bytes] = []
+        raws = _canonical_json(records, ids)
         prefix_copy = self._prefix.copy
         sha = hashlib.sha256
-        dumps = orjson.dumps
-        sort = orjson.OPT_SORT_KEYS
-        # The only per-record Python: canonical JSON and two SHA-256 digests. Hex text,
-        # id keys and Arrow buffers are then built column-wise from the joined digests.
-        try:
-            for rec, rid in zip(records, ids, strict=True):
-                raw = dumps(rec, option=sort)
-                raws.append(raw)
-                shas.append(sha(raw).digest())
-                h = prefix_copy()
-                h.update(rid.encode())
-                eids.append(h.digest()[:16])
-        except orjson.JSONEncodeError as exc:
-            failed = len(raws)  # the record whose dumps raised
-            raise _not_canonical(records[failed], ids[failed], exc) from None
+
+        def event_digest(record_id: str) -> bytes:
+            h = prefix_copy()
+            h.update(record_id.encode())
+            return h.digest()[:16]
+
+        # Per record, only SHA-256 digests run in Python; hex text, id keys and Arrow
+        # buffers are then built column-wise from the joined digests.
+        shas = b"".join([sha(raw).digest() for raw in raws])
+        eid_bytes = b"".join([event_digest(rid) for rid in ids])
         n = len(raws)
-        eid_bytes = b"".join(eids)
         keys = np.frombuffer(eid_bytes, dtype=">u8")[::2].astype(np.uint64)
         batch = self._batch(n, _hex_column(eid_bytes, 16, b"evt_"), ids, occurred, raws,
-                            _hex_column(b"".join(shas), 32, b""), sequence_start,
+                            _hex_column(shas, 32, b""), sequence_start,
                             provenance_uri, collected_at)
         return batch, keys, dropped
 
@@ -200,6 +192,45 @@ def _hex_column(digests: bytes, width: int, prefix: bytes) -> pa.Array:
     text[:, start + 1::2] = _HEX_DIGITS[raw & 15]
     offsets = np.arange(0, (n + 1) * item, item, dtype=np.int32)
     return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(text))
+
+
+#: a list element dumped between records so one orjson call serves a whole page
+_BOUNDARY = "\x00chartly-record-boundary\x00"
+_BOUNDARY_JSON = orjson.dumps(_BOUNDARY)
+_SEPARATOR = b"," + _BOUNDARY_JSON + b","
+
+
+def _canonical_json(records: list[Any], ids: list[str]) -> list[bytes]:
+    """Each record's canonical JSON (orjson, sorted keys, no whitespace).
+
+    orjson costs about 1.3 us per call before any work, more than a typical record's own
+    serialization, so the page is dumped as one list with a boundary value between the
+    records and split at the boundaries: 0.33 ms per 1,000-record page instead of 1.6.
+    The split is exact when the boundary's JSON occurs exactly n-1 times: inside a JSON
+    string its quotes would be escaped, so any other occurrence is a record holding the
+    boundary value itself, and that page (like one orjson refuses as a whole, e.g. a
+    record at the nesting limit) is dumped record by record, which also names the record
+    that cannot be serialized.
+    """
+    n = len(records)
+    dumps, sort = orjson.dumps, orjson.OPT_SORT_KEYS
+    if n:
+        items: list[Any] = [_BOUNDARY] * (2 * n - 1)
+        items[::2] = records
+        try:
+            body = dumps(items, option=sort)[1:-1]
+        except orjson.JSONEncodeError:
+            body = None
+        if body is not None and body.count(_BOUNDARY_JSON) == n - 1:
+            return body.split(_SEPARATOR)
+    raws: list[bytes] = []
+    try:
+        for record in records:
+            raws.append(dumps(record, option=sort))
+    except orjson.JSONEncodeError as exc:
+        failed = len(raws)  # the record whose dumps raised
+        raise _not_canonical(records[failed], ids[failed], exc) from None
+    return raws
 
 
 def _not_canonical(record: Any, record_id: str, exc: Exception) -> UnsupportedRecord:
