@@ -167,8 +167,9 @@ class ChartlyResource(ConfigurableResource):
         "connection pool; only ever lowers a profile's partitions.maxConcurrentWindows. "
         "Default: the profile's value, else 4."))
     progress_interval_seconds: float = Field(DEFAULT_PROGRESS_INTERVAL_SECONDS, gt=0, description=(
-        "At most one progress observation per window per this many seconds (plus the "
-        "window's first page and its end); resume points are kept in staging, not here."))
+        "At most one progress observation per window per this many seconds, counted from "
+        "the window's start (so a shorter window reports only its end); resume points are "
+        "kept in staging, not here."))
 
     def fetch(self, context: AssetExecutionContext
               ) -> Iterator[AssetObservation | MaterializeResult]:

@@ -21,7 +21,13 @@ from chartly_dagster.integration import (
     chartly_assets,
     load_profile,
 )
-from chartly_dagster.integration.metadata import META_KEY_PROFILE, META_KEY_TRANSLATOR
+from chartly_dagster.integration.metadata import (
+    META_KEY_PROFILE,
+    META_KEY_TRANSLATOR,
+    OBSERVATION_KIND,
+    PAGE,
+    raw_value,
+)
 from chartly_dagster.sandbox import Sandbox
 
 ORDERS_DEV = "tenant-demo/proj-sales::connector/orders@2.1.0#dev"
@@ -48,12 +54,34 @@ def test_user_body_wraps_the_event_iterator(sandbox: Sandbox, sandbox_profiles: 
                              "chartly": ChartlyResource(env="dev",
                                                         progress_interval_seconds=3600)})
     assert result.success
-    # The window's first page and its completion (progress is yielded at a bounded rate),
-    # then the one result of the step.
-    assert seen == ["AssetObservation", "AssetObservation", MaterializeResult.__name__]
+    # The window's completion (it ended within its first progress interval), then the one
+    # result of the step.
+    assert seen == ["AssetObservation", MaterializeResult.__name__]
     meta = PartitionMetadata.extract(
         result.asset_materializations_for_node(orders.node_def.name)[0].metadata)
     assert meta.profile_ref == ORDERS_DEV and meta.env == "dev" and meta.records > 0
+
+
+def test_a_window_longer_than_the_interval_reports_its_pages(
+        sandbox: Sandbox, sandbox_profiles: Path, secrets_env: dict,
+        dagster_instance: DagsterInstance) -> None:
+    @chartly_assets(profile=load_profile(sandbox_profiles, ORDERS_DEV))
+    def orders(context: AssetExecutionContext, chartly: ChartlyResource):
+        yield from chartly.fetch(context)
+
+    # An interval of a nanosecond: every page comes at least one request after the last
+    # report, so each is due (and the window's end is reported besides).
+    result = materialize([orders], instance=dagster_instance, partition_key="2026-01-05",
+                         resources={"chartly": ChartlyResource(
+                             env="dev", progress_interval_seconds=1e-9)})
+    assert result.success
+    meta = PartitionMetadata.extract(
+        result.asset_materializations_for_node(orders.node_def.name)[0].metadata)
+    observed = [e.event_specific_data.asset_observation.metadata for e in result.all_events
+                if e.event_type_value == "ASSET_OBSERVATION"]
+    kinds = [raw_value(m[OBSERVATION_KIND]) for m in observed]
+    assert kinds == ["page"] * meta.pages + ["window_complete"]
+    assert [raw_value(m[PAGE]) for m in observed[:-1]] == list(range(1, meta.pages + 1))
 
 
 def test_resource_env_the_profile_does_not_allow_fails_before_any_request(
