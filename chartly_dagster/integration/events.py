@@ -6,8 +6,8 @@ one connection pool; the workers only put what happened on a queue, and this gen
 on the step's own thread, turns it into Dagster events (the Dagster context is not
 thread-safe). The resume point of a window in flight lives in its staging manifest, so the
 event log gets progress at a bounded rate: at most one observation per interval while a
-window runs (none for a window that ends within the first interval), and one when the
-window is complete.
+window runs (none for a window that ends within the first interval), one when the window
+is complete, and a failed window's last page (where a re-execution resumes).
 """
 
 from __future__ import annotations
@@ -271,6 +271,15 @@ def connector_events(context: AssetExecutionContext, *, env: str, destination: s
             raise _StepStopped  # ends that window after a staged page (it resumes later)
         inbox.put(item)
 
+    unreported: dict[str, PageProgress] = {}  # each window's last page not yet observed
+
+    def progress(partition: str) -> AssetObservation:
+        page = unreported.pop(partition)
+        return AssetObservation(asset_key=key, partition=partition, metadata={
+            md.OBSERVATION_KIND: md.PAGE_OBSERVATION, md.PAGE: page.page,
+            md.RECORDS: page.records, md.BYTES: page.bytes,
+            md.PLAN_HASH: plan_hashes[partition]})
+
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chartly-window")
     in_flight = WindowsInFlight(workers)
     waiting = list(reversed(jobs))  # popped in partition order
@@ -290,16 +299,15 @@ def connector_events(context: AssetExecutionContext, *, env: str, destination: s
             except queue.Empty:
                 continue
             if isinstance(item, PageProgress):
+                unreported[partition] = item
                 if throttle.due(partition):
-                    yield AssetObservation(asset_key=key, partition=partition, metadata={
-                        md.OBSERVATION_KIND: md.PAGE_OBSERVATION, md.PAGE: item.page,
-                        md.RECORDS: item.records, md.BYTES: item.bytes,
-                        md.PLAN_HASH: plan_hashes[partition]})
+                    yield progress(partition)
             elif isinstance(item, ResumeReport):
                 log = context.log.warning if item.staging_lost else context.log.info
                 log(f"{partition}: {item.message}")
             elif isinstance(item, WindowResult):
                 results[partition] = item
+                unreported.pop(partition, None)  # its completion says more
                 release_freed_memory()  # the window's buffers, before the next one fills
                 how = "reused (verified) from the failed run" if item.reused else "fetched"
                 context.log.info(f"{partition}: {item.records} records in {item.pages} pages "
@@ -310,6 +318,8 @@ def connector_events(context: AssetExecutionContext, *, env: str, destination: s
                     md.RECORDS: item.records, md.PAGE: item.pages})
             else:
                 failures[partition] = item
+                if partition in unreported:  # how far it got: where a re-execution resumes
+                    yield progress(partition)
                 context.log.error(f"{partition}: window failed: " + (
                     item.message if isinstance(item, ChartlyError) else type(item).__name__))
     finally:

@@ -32,7 +32,7 @@ from chartly_dagster.integration._compat import (
     ASSET_PARTITION_RANGE_START_TAG,
     PARTITION_NAME_TAG,
 )
-from chartly_dagster.integration.metadata import raw_value
+from chartly_dagster.integration.metadata import OBSERVATION_KIND, PAGE, raw_value
 from chartly_dagster.sandbox import Fault, Sandbox
 from examples.summary import daily_summaries
 from tests.support.shipped import ORDERS, ORDERS_TYPED, SALES_JOB, SALES_SUMMARY
@@ -169,7 +169,10 @@ def test_failed_window_resumes_after_last_page_on_reexecution(
         first_id = first.run_id
     observations = dagster_instance.fetch_observations(
         AssetRecordsFilter(asset_key=ORDERS, asset_partitions=["2026-01-10"]), limit=10).records
-    assert observations, "no page observation was logged before the failure"
+    # The failed window ended within its progress interval, so its one observation is
+    # where it stopped: page 1, where the re-execution resumes.
+    (stopped,) = [r.asset_observation.metadata for r in observations if r.asset_observation]
+    assert raw_value(stopped[OBSERVATION_KIND]) == "page" and raw_value(stopped[PAGE]) == 1
     with execute_job(recon, instance=dagster_instance, tags=tags, reexecution_options=(
             ReexecutionOptions.from_failure(first_id, dagster_instance))) as second:
         assert second.success
