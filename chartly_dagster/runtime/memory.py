@@ -12,7 +12,6 @@ and file boundaries costs a few milliseconds each.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 from functools import cache
 
 import pyarrow as pa
@@ -20,10 +19,12 @@ import pyarrow as pa
 
 @cache
 def _malloc_trim() -> ctypes._NamedFuncPointer | None:
-    """glibc's `malloc_trim`, or None where the C library has none (musl, macOS)."""
-    name = ctypes.util.find_library("c")
+    """glibc's `malloc_trim`, or None where the C library has none (musl, macOS).
+
+    Looked up in the process's own symbols (`dlopen(NULL)`), which include the C library
+    Python runs on; `ctypes.util.find_library` would start `ldconfig` in a subprocess."""
     try:
-        return ctypes.CDLL(name).malloc_trim if name else None
+        return ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):
         return None
 
