@@ -384,20 +384,30 @@ def iter_window_batches(uri: str, batch_size: int = ROW_GROUP_ROWS,
             release_freed_memory()  # what decoding the file left in the pools
 
 
+#: row groups a reading thread decodes between two returns of its freed pages
+_READ_AHEAD_RELEASE_EVERY = 4
+
+
 def _read_ahead(read: Callable[[int], pa.Table], count: int,
-                depth: int = 2) -> Iterator[pa.Table]:
+                depth: int = 1) -> Iterator[pa.Table]:
     """`read(0)` .. `read(count - 1)` on a thread, up to `depth` ahead of the consumer.
 
     Decoding Parquet releases the GIL, so the next row group is read while the consumer
     checks this one: a 1,000,000-record envelope scan took 2.0 s instead of 2.7 on 2
-    cores, holding at most `depth` + 2 row groups. A read error is raised to the consumer
-    in order; a consumer that stops early stops the thread before the file is closed.
+    cores, holding at most `depth` + 2 row groups. The reading thread allocates what the
+    consumer frees, and Arrow's pool (mimalloc) reclaims such pages only when the thread
+    that made them collects, so it returns them every few groups: without that the scan's
+    peak was up to 40 MB higher than reading in line. A read error is raised to the
+    consumer in order; a consumer that stops early stops the thread before the file is
+    closed.
     """
     ready: queue.Queue[tuple[pa.Table | None, BaseException | None]] = queue.Queue(depth)
     stop = threading.Event()
 
     def run() -> None:
         for index in range(count):
+            if index % _READ_AHEAD_RELEASE_EVERY == 0:
+                pa.default_memory_pool().release_unused()
             try:
                 item: tuple[pa.Table | None, BaseException | None] = (read(index), None)
             except BaseException as exc:  # handed to the consumer, who raises it
