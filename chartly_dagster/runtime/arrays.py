@@ -11,7 +11,7 @@ to `pa.array` and keeps its exact errors.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -24,17 +24,25 @@ def _buffer(values: np.ndarray) -> pa.Buffer:
     return pa.py_buffer(np.ascontiguousarray(values))
 
 
+def _string_column(n: int, lengths: Iterable[int], data: bytes) -> pa.StringArray | None:
+    """n strings of `lengths` bytes laid end to end in `data`; None past 32-bit offsets."""
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(lengths, dtype=np.int64, count=n), out=offsets[1:])
+    if offsets[-1] >= 2**31:
+        return None
+    return pa.StringArray.from_buffers(n, _buffer(offsets.astype(np.int32)),
+                                       pa.py_buffer(data))
+
+
 def utf8_array(values: Sequence[bytes]) -> pa.Array:
     """UTF-8 byte strings as one string column, joined without per-item copies."""
-    offsets = np.zeros(len(values) + 1, dtype=np.int64)
-    np.cumsum(np.fromiter(map(len, values), dtype=np.int64, count=len(values)), out=offsets[1:])
-    if offsets[-1] >= 2**31:  # beyond 32-bit offsets: pyarrow splits it into chunks
+    column = _string_column(len(values), map(len, values), b"".join(values))
+    if column is None:  # beyond 32-bit offsets: pyarrow splits it into chunks
         return pa.array(values, pa.binary()).view(pa.string())
-    return pa.StringArray.from_buffers(len(values), _buffer(offsets.astype(np.int32)),
-                                       pa.py_buffer(b"".join(values)))
+    return column
 
 
-def string_array(values: Sequence[Any]) -> pa.StringArray | None:
+def string_array(values: Sequence[Any]) -> pa.Array | None:
     """Python `str` values as a string column; None if any value is not a `str` (or cannot
     be UTF-8: a lone surrogate)."""
     if not set(map(type, values)) <= {str}:
@@ -44,14 +52,11 @@ def string_array(values: Sequence[Any]) -> pa.StringArray | None:
         data = text.encode()
     except UnicodeEncodeError:
         return None
-    if len(data) != len(text):  # not all ASCII: byte lengths differ from lengths in chars
-        return utf8_array([v.encode() for v in values])
-    offsets = np.zeros(len(values) + 1, dtype=np.int64)
-    np.cumsum(np.fromiter(map(len, values), dtype=np.int64, count=len(values)), out=offsets[1:])
-    if offsets[-1] >= 2**31:
-        return utf8_array([v.encode() for v in values])
-    return pa.StringArray.from_buffers(len(values), _buffer(offsets.astype(np.int32)),
-                                       pa.py_buffer(data))
+    if len(data) == len(text):  # all ASCII: lengths in chars are lengths in bytes
+        column = _string_column(len(values), map(len, values), data)
+        if column is not None:
+            return column
+    return utf8_array([v.encode() for v in values])
 
 
 def int64_array(values: Sequence[Any] | np.ndarray,

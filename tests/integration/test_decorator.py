@@ -28,7 +28,7 @@ from chartly_dagster.integration.metadata import (
     PAGE,
     raw_value,
 )
-from chartly_dagster.sandbox import Sandbox
+from chartly_dagster.sandbox import Fault, Sandbox
 
 ORDERS_DEV = "tenant-demo/proj-sales::connector/orders@2.1.0#dev"
 
@@ -69,11 +69,13 @@ def test_a_window_longer_than_the_interval_reports_its_pages(
     def orders(context: AssetExecutionContext, chartly: ChartlyResource):
         yield from chartly.fetch(context)
 
-    # An interval of a nanosecond: every page comes at least one request after the last
-    # report, so each is due (and the window's end is reported besides).
+    # Every page is answered 100 ms after it is asked for, twice the interval: each page
+    # comes at least one interval after the last report, so each is due, whatever the
+    # clock's resolution (and the window's end is reported besides).
+    sandbox.faults.add(Fault(kind="slow", endpoint="/v2/orders", times=None, delay_ms=100))
     result = materialize([orders], instance=dagster_instance, partition_key="2026-01-05",
                          resources={"chartly": ChartlyResource(
-                             env="dev", progress_interval_seconds=1e-9)})
+                             env="dev", progress_interval_seconds=0.05)})
     assert result.success
     meta = PartitionMetadata.extract(
         result.asset_materializations_for_node(orders.node_def.name)[0].metadata)
