@@ -43,6 +43,7 @@ client that raises them)::
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Any
 
 
 class ExitCode(IntEnum):
@@ -54,6 +55,13 @@ class ExitCode(IntEnum):
     PRECONDITION_FAILED = 3
     VALIDATION_FAILED = 4
     UNSAFE_BLOCKED = 5
+
+
+def _restore(cls: type[ChartlyError], message: str, state: dict[str, Any]) -> ChartlyError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    return error
 
 
 class ChartlyError(Exception):
@@ -70,6 +78,11 @@ class ChartlyError(Exception):
         super().__init__(message)
         self.message = message
         self.field = field
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled with every attribute (`field`, `status`, `retry_after`, ...), not only the
+        message: a window fetched in a worker process hands its error back this way."""
+        return (_restore, (type(self), self.message, dict(self.__dict__)))
 
     def to_dict(self) -> dict[str, str]:
         out = {"code": self.code, "message": self.message}

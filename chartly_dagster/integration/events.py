@@ -12,6 +12,7 @@ is complete, and a failed window's last page (where a re-execution resumes).
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -43,18 +44,16 @@ from ..runtime.executor import (
     NetworkOptions,
     PageProgress,
     ResumeReport,
-    RunEvent,
     WindowResult,
     WindowTarget,
-    fetch_window,
+    fetch_or_reuse,
     forget_window,
-    reusable_window,
-    staged_checkpoint,
 )
 from ..runtime.memory import release_freed_memory
 from ..runtime.recording import RecordTo, recording_enabled
 from ..runtime.secrets import SecretResolver
 from ..runtime.storage import Storage
+from ..runtime.workers import Report, WindowProcesses, WindowStopped, WorkerNetwork
 from . import metadata as md
 from .checkpoints import PartitionRecord, last_materialization, run_lineage
 from .metadata import PartitionMetadata
@@ -97,6 +96,18 @@ def partition_metadata(result: WindowResult, *, env: str, previous: PartitionMet
         **recording_fields(result))
 
 
+def process_slots(configured: int | None, windows: int) -> int:
+    """How many of a run's `windows` in flight may be in worker processes: as configured,
+    else one fewer than the CPUs this process may use (none for a single window)."""
+    if windows < 2:
+        return 0
+    if configured is None:
+        configured = len(os.sched_getaffinity(0)) - 1 if hasattr(os, "sched_getaffinity") \
+            else (os.cpu_count() or 1) - 1
+        return max(0, min(configured, windows - 1))
+    return min(configured, windows)
+
+
 def concurrent_windows(resolved: ResolvedProfile, configured: int | None) -> int:
     """How many windows a run fetches at once: the profile's `partitions.maxConcurrentWindows`
     (what the upstream tolerates), lowered by the deployment's setting, default 4."""
@@ -115,28 +126,15 @@ class _WindowJob:
     previous: PartitionRecord | None
 
 
-#: what a worker reports: (partition, a progress event, the window's result or its error)
-_Report = tuple[str, RunEvent | WindowResult | BaseException]
-
-
 def _fetch(resolved: ResolvedProfile, job: _WindowJob, target: WindowTarget,
-           network: NetworkOptions, report: Callable[[_Report], None]) -> None:
-    """Worker: reuse the window's verified file from a failed run of this lineage, or fetch
-    it (resuming after its last staged page); every outcome goes to `report`."""
+           network: NetworkOptions, report: Callable[[Report], None]) -> None:
+    """A window on a thread: every outcome goes to `report`."""
     try:
-        result = reusable_window(resolved, job.window, job.plan, target)
-        if result is None:
-            result = fetch_window(
-                resolved, job.window, job.plan, target=target, network=network,
-                resume=staged_checkpoint(resolved, job.window, job.plan, target),
-                on_progress=lambda event: report((job.partition, event)))
-        report((job.partition, result))
+        report((job.partition, fetch_or_reuse(
+            resolved, job.window, job.plan, target, network,
+            lambda event: report((job.partition, event)))))
     except BaseException as exc:  # handed to the step's thread, which decides
         report((job.partition, exc))
-
-
-class _StepStopped(Exception):
-    """Raised in a worker to stop its window because the step is being torn down."""
 
 
 class _ProgressThrottle:
@@ -215,10 +213,16 @@ def connector_events(context: AssetExecutionContext, *, env: str, destination: s
                      staging_dir: str, secrets: SecretResolver, env_policy: EnvPolicy,
                      record_responses: bool | None = None,
                      max_concurrent_windows: int | None = None,
+                     window_processes: int | None = None,
                      progress_interval_seconds: float = DEFAULT_PROGRESS_INTERVAL_SECONDS,
                      ) -> Iterator[AssetObservation | MaterializeResult]:
     """Fetch every partition of the run, up to N windows at once, resuming any window left
     in flight and reusing any a failed run of this lineage finished.
+
+    Windows run on threads while the step's process has CPU to spare (a latency-bound
+    upstream). Up to `process_slots` more run in worker processes: from the start when
+    `window_processes` is set, else once a sample finds the process busy (a CPU-bound
+    range, which threads cannot speed up).
 
     Every window is attempted even when another fails. If all succeed, each gets its own
     per-partition metadata on the one `MaterializeResult` (which itself carries nothing
@@ -257,18 +261,23 @@ def connector_events(context: AssetExecutionContext, *, env: str, destination: s
     # Windows share the connector's client (one pool); a recorded window wraps its own.
     shared = NetworkOptions(env, secrets, env_policy, client=client,
                             recording=RecordTo(storage) if record else None)
-    inbox: queue.SimpleQueue[_Report] = queue.SimpleQueue()
+    inbox: queue.SimpleQueue[Report] = queue.SimpleQueue()
     results: dict[str, WindowResult] = {}
     failures: dict[str, BaseException] = {}
     throttle = _ProgressThrottle(progress_interval_seconds)
+    slots = process_slots(window_processes, workers)
+    eager = window_processes is not None  # else processes only once the process is busy
     if workers > 1:
-        context.log.info(f"fetching {len(jobs)} window(s), up to {workers} at once while "
-                         "the process has CPU to spare")
+        context.log.info(
+            f"fetching {len(jobs)} window(s), up to {workers} at once while the process has "
+            f"CPU to spare" + (f", up to {slots} of them in worker processes"
+                               + ("" if eager else " while the step's process is busy")
+                               if slots else ""))
     stopping = threading.Event()
 
-    def report(item: _Report) -> None:
+    def report(item: Report) -> None:
         if stopping.is_set() and isinstance(item[1], PageProgress):
-            raise _StepStopped  # ends that window after a staged page (it resumes later)
+            raise WindowStopped  # ends that window after a staged page (it resumes later)
         inbox.put(item)
 
     unreported: dict[str, PageProgress] = {}  # each window's last page not yet observed
@@ -281,23 +290,41 @@ def connector_events(context: AssetExecutionContext, *, env: str, destination: s
             md.PLAN_HASH: plan_hashes[partition]})
 
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chartly-window")
+    processes = WindowProcesses(slots, resolved, inbox.put)
+    by_worker = WorkerNetwork.of(shared, resolved) if slots else None
     in_flight = WindowsInFlight(workers)
     waiting = list(reversed(jobs))  # popped in partition order
-    most = 0  # windows in flight at once, at most
+    in_process: set[str] = set()  # windows in flight in worker processes
+    most = most_in_processes = 0  # windows in flight at once, at most
     try:
         while len(results) + len(failures) < len(jobs):
             running = len(jobs) - len(waiting) - len(results) - len(failures)
-            while waiting and running < in_flight.target():
-                job = waiting.pop()
+            while waiting and running < workers:
+                on_threads = running - len(in_process)
+                if len(in_process) < slots and (eager or in_flight.cpu_bound()):
+                    job = waiting.pop()
+                    assert by_worker is not None
+                    processes.submit(job.partition, job.window, job.plan,
+                                     targets[job.partition], by_worker)
+                    in_process.add(job.partition)
+                elif on_threads < in_flight.target():
+                    job = waiting.pop()
+                    pool.submit(_fetch, resolved, job, targets[job.partition], shared, report)
+                else:
+                    break
                 throttle.start(job.partition)
-                pool.submit(_fetch, resolved, job, targets[job.partition], shared, report)
                 running += 1
             most = max(most, running)
+            most_in_processes = max(most_in_processes, len(in_process))
             try:  # wake for the next sample too: held requests report nothing
                 partition, item = inbox.get(timeout=in_flight.seconds_to_next_sample()
                                             if waiting else None)
             except queue.Empty:
                 continue
+            if partition in results or partition in failures:
+                continue  # a worker lost after its window ended
+            if isinstance(item, (WindowResult, BaseException)):
+                in_process.discard(partition)
             if isinstance(item, PageProgress):
                 unreported[partition] = item
                 if throttle.due(partition):
@@ -327,10 +354,15 @@ def connector_events(context: AssetExecutionContext, *, env: str, destination: s
         # terminated) cancels the windows not started and stops the others after their
         # current page, so the pool is gone before the client closes.
         stopping.set()
-        pool.shutdown(wait=True, cancel_futures=True)
-        client.close()
+        try:
+            processes.close()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            client.close()
     if workers > 1:
-        context.log.info(f"at most {most} window(s) were in flight at once")
+        context.log.info(f"at most {most} window(s) were in flight at once"
+                         + (f", at most {most_in_processes} in worker processes"
+                            if slots else ""))
     watermarks = {p: r.watermark for p, r in results.items()}
     recorded = []
     for job in jobs:  # in partition order, so `previous_watermark` never depends on timing

@@ -166,6 +166,11 @@ class ChartlyResource(ConfigurableResource):
         "Windows of one range run fetched at once, sharing each connector's rate limit and "
         "connection pool; only ever lowers a profile's partitions.maxConcurrentWindows. "
         "Default: the profile's value, else 4."))
+    window_processes: int | None = Field(None, ge=0, le=16, description=(
+        "Windows of a range fetched in worker processes, on other cores, within the windows "
+        "in flight (threads share one interpreter lock, so only processes speed up a "
+        "CPU-bound range). Default: up to one fewer than this process's CPUs, used only "
+        "while the step's process is busy; 0: threads only; N: up to N from the start."))
     progress_interval_seconds: float = Field(DEFAULT_PROGRESS_INTERVAL_SECONDS, gt=0, description=(
         "At most one progress observation per window per this many seconds, counted from "
         "the window's start (so a shorter window reports only its end); resume points are "
@@ -183,6 +188,6 @@ class ChartlyResource(ConfigurableResource):
             staging_dir=self.storage.staging_dir(context.instance),
             secrets=self.secrets.resolver(), env_policy=self.egress.policy(),
             record_responses=self.storage.record_responses,
-
             max_concurrent_windows=self.max_concurrent_windows,
+            window_processes=self.window_processes,
             progress_interval_seconds=self.progress_interval_seconds)

@@ -45,6 +45,7 @@ class WindowsInFlight:
         self.sample_seconds = sample_seconds
         self._clock, self._cpu = clock, cpu
         self._target = 1
+        self._busy = False
         self._at, self._used = clock(), cpu()
 
     def seconds_to_next_sample(self) -> float | None:
@@ -54,6 +55,12 @@ class WindowsInFlight:
             return None
         return max(0.0, self._at + self.sample_seconds - self._clock())
 
+    def cpu_bound(self) -> bool:
+        """Whether the last sample found the process busy: more windows on threads would
+        not help, more windows in other processes would (`runtime/workers.py`)."""
+        self.target()  # takes a sample when one is due
+        return self._busy
+
     def target(self) -> int:
         now = self._clock()
         elapsed = now - self._at
@@ -62,6 +69,7 @@ class WindowsInFlight:
         used = self._cpu()
         busy = (used - self._used) / elapsed
         self._at, self._used = now, used
+        self._busy = busy >= GROW_BELOW
         if busy < GROW_BELOW:
             self._target = min(self.ceiling, self._target * 2)
         elif busy > SHRINK_ABOVE:

@@ -18,7 +18,7 @@ import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpcore
 import httpx
@@ -113,6 +113,10 @@ def _default_env_cidrs() -> Mapping[str, tuple[str, ...]]:
     })
 
 
+def _env_policy(cidrs: dict[str, tuple[str, ...]], *others: Any) -> EnvPolicy:
+    return EnvPolicy(MappingProxyType(cidrs), *others)
+
+
 @dataclass(frozen=True)
 class EnvPolicy:
     """What each environment lets a profile open up: CIDRs into private space, plain http.
@@ -135,6 +139,13 @@ class EnvPolicy:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"EnvPolicy.{name} must be positive, got {value}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled with its read-only mapping as a plain dict (a worker process gets the
+        step's policy this way)."""
+        return (_env_policy, (dict(self.allowable_cidrs), self.plaintext_http_envs,
+                              self.max_timeout_ms, self.max_connect_timeout_ms,
+                              self.max_deadline_ms))
 
     def capped(self, transport: Transport) -> Transport:
         """The profile's transport with each timeout lowered to its cap (never raised)."""

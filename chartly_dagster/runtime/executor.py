@@ -46,7 +46,7 @@ from .envelope import (
 )
 from .http import GuardedClient, build_client
 from .paginate import STOPPED_ON_FINDING, PageInfo, PageRequest, Paginator, read_records
-from .ratelimit import bucket_for
+from .ratelimit import bucket_for, bucket_key
 from .recording import PageClient, RecordedWindow, RecordTo, ReplayFrom, WindowRecording
 from .retry import RetryBudget, RetryPolicy, classify_response
 from .secrets import SecretResolver
@@ -342,6 +342,19 @@ def reusable_window(resolved: ResolvedProfile, window: Window, plan: Plan,
     return result
 
 
+def fetch_or_reuse(resolved: ResolvedProfile, window: Window, plan: Plan,
+                   target: WindowTarget, network: NetworkOptions,
+                   on_progress: Callable[[RunEvent], None]) -> WindowResult:
+    """One window of a range: the verified file a failed run of this lineage finished, or
+    the window fetched, resuming after its last staged page."""
+    result = reusable_window(resolved, window, plan, target)
+    if result is None:
+        result = fetch_window(resolved, window, plan, target=target, network=network,
+                              resume=staged_checkpoint(resolved, window, plan, target),
+                              on_progress=on_progress)
+    return result
+
+
 def forget_window(resolved: ResolvedProfile, window: Window, target: WindowTarget) -> None:
     """Drop a window's staging and manifest once its result is recorded elsewhere."""
     window_staging(resolved, window, target).clear()
@@ -578,8 +591,7 @@ def _drive(client: PageClient, paginator: Paginator, staging: PageStaging | None
            sleep: Callable[[float], None]) -> None:
     spec = run.resolved.spec
     limits = run.plan.limits
-    bucket = bucket_for(f"{run.resolved.ref.namespace}/{run.resolved.ref.name}",
-                        spec.rate_limit.max_requests_per_minute, spec.rate_limit.burst)
+    bucket = bucket_for(*bucket_key(run.resolved))
     max_wait = spec.retry.max_retry_after_ms / 1000
     while (request := paginator.current) is not None:
         cap = _cap_reached(run, limits)

@@ -1,46 +1,62 @@
-"""Per-profile request budgets (maxRequestsPerMinute), shared by every request in the process.
+"""Per-profile request budgets (maxRequestsPerMinute), shared by every request of a run.
 
 A token bucket keyed by connector: two windows of one connector fetched at once share one
-budget, so the upstream never sees more than the profile promises.
+budget, so the upstream never sees more than the profile promises. The windows may be
+threads of one process or worker processes (`runtime/workers.py`): the bucket registered
+for a connector keeps its state in shared memory under a process-shared lock, and a worker
+process registers the very same bucket for the same key, so the budget holds across them.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 import time
 from collections.abc import Callable
+from multiprocessing.sharedctypes import RawArray
+from typing import Any
 
+from ..core.catalog import ResolvedProfile
 from ..core.errors import RateLimited
 
+#: the start method of worker processes, and so of the locks they inherit
+WORKER_START_METHOD = "forkserver"
+_TOKENS, _LAST = 0, 1  # the two cells of a bucket's state
 
 class TokenBucket:
     """`rate_per_minute` tokens per minute with a burst of `burst`; time and sleep injectable."""
 
     def __init__(self, rate_per_minute: int, burst: int | None = None, *,
                  clock: Callable[[], float] = time.monotonic,
-                 initial: float | None = None) -> None:
+                 initial: float | None = None, shared: bool = False) -> None:
+        """`shared` keeps the state in shared memory under a lock worker processes inherit
+        (the clock must then be the system-wide `time.monotonic`)."""
         self.rate = rate_per_minute / 60.0
         self.capacity = float(burst or max(1, min(rate_per_minute, 10)))
-        self._tokens = self.capacity if initial is None else min(initial, self.capacity)
+        tokens = self.capacity if initial is None else min(initial, self.capacity)
         self._clock = clock
-        self._last = clock()
-        self._lock = threading.Lock()
+        self._state: Any
+        if shared:
+            self._state = RawArray("d", [tokens, clock()])
+            self._lock: Any = multiprocessing.get_context(WORKER_START_METHOD).Lock()
+        else:
+            self._state, self._lock = [tokens, clock()], threading.Lock()
 
     def reserve(self) -> float:
         """Take a token; returns how long the caller must wait before sending (0 if none)."""
         with self._lock:
+            state = self._state
             now = self._clock()
-            self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
-            self._last = now
-            self._tokens -= 1.0
-            return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+            tokens = min(self.capacity, state[_TOKENS] + (now - state[_LAST]) * self.rate) - 1.0
+            state[_TOKENS], state[_LAST] = tokens, now
+            return 0.0 if tokens >= 0 else -tokens / self.rate
 
     def acquire(self, *, max_wait: float, sleep: Callable[[float], None] = time.sleep) -> float:
         """Wait for a token; beyond `max_wait` surface `rate_limited` with a Retry-After."""
         wait = self.reserve()
         if wait > max_wait:
             with self._lock:
-                self._tokens += 1.0
+                self._state[_TOKENS] += 1.0
             raise RateLimited(f"request budget exhausted: next slot in {wait:.1f}s exceeds the "
                               f"{max_wait:.1f}s allowed", retry_after=wait)
         if wait > 0:
@@ -48,8 +64,15 @@ class TokenBucket:
         return wait
 
 
-_BUCKETS: dict[tuple[str, int, int | None], TokenBucket] = {}
+BucketKey = tuple[str, int, int | None]
+_BUCKETS: dict[BucketKey, TokenBucket] = {}
 _BUCKETS_LOCK = threading.Lock()
+
+
+def bucket_key(resolved: ResolvedProfile) -> BucketKey:
+    """The registry key of a connector's budget: its name and its limit."""
+    ref, limit = resolved.ref, resolved.spec.rate_limit
+    return f"{ref.namespace}/{ref.name}", limit.max_requests_per_minute, limit.burst
 
 
 def bucket_for(key: str, rate_per_minute: int, burst: int | None = None) -> TokenBucket:
@@ -57,11 +80,18 @@ def bucket_for(key: str, rate_per_minute: int, burst: int | None = None) -> Toke
 
     It starts with one token, not a full burst: when the connector's Dagster pool hands
     the upstream from one process to the next, the newcomer must not add a burst on top
-    of the rate the previous process just used.
+    of the rate the previous process just used. It is made shared, so windows handed to
+    worker processes later in the run draw on it too.
     """
     with _BUCKETS_LOCK:
         bucket = _BUCKETS.get((key, rate_per_minute, burst))
         if bucket is None:
             bucket = _BUCKETS[(key, rate_per_minute, burst)] = TokenBucket(
-                rate_per_minute, burst, initial=1.0)
+                rate_per_minute, burst, initial=1.0, shared=True)
         return bucket
+
+
+def adopt_bucket(key: BucketKey, bucket: TokenBucket) -> None:
+    """Register a bucket inherited from the parent process (in a worker process)."""
+    with _BUCKETS_LOCK:
+        _BUCKETS[key] = bucket

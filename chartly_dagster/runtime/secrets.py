@@ -137,7 +137,8 @@ class FileSecretProvider:
 
 
 class MappingSecretProvider:
-    """Secrets from a mapping keyed by `(name, key)` or `"name/key"`; for tests."""
+    """Secrets from a mapping keyed by `(name, key)` or `"name/key"`: for tests, and for a
+    worker process, which gets the values its step resolved (`runtime/workers.py`)."""
 
     def __init__(self, mapping: Mapping[tuple[str, str], str] | Mapping[str, str]) -> None:
         self._values: dict[tuple[str, str], str] = {}
@@ -149,7 +150,7 @@ class MappingSecretProvider:
         return self._values.get((ref.name, ref.key))
 
     def describe(self, ref: SecretRef) -> str:
-        return "test mapping"
+        return "a given mapping"
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+import pytest
 import yaml
 from dagster import (
     AssetRecordsFilter,
@@ -77,14 +78,17 @@ def _orders_profiles(sandbox: Sandbox, folder: Path, *, rate_per_minute: int = 1
     return profiles
 
 
-def _defs(profiles: Path, windows: int) -> Definitions:
+def _defs(profiles: Path, windows: int, processes: int) -> Definitions:
+    """`processes` windows in worker processes from the start (0: threads only), so which
+    path a window takes never depends on how busy the machine is."""
     return build_definitions(profiles, resource=ChartlyResource(
-        env="dev", max_concurrent_windows=windows, progress_interval_seconds=QUIET))
+        env="dev", max_concurrent_windows=windows, window_processes=processes,
+        progress_interval_seconds=QUIET))
 
 
-def orders_job(profiles_dir: str, windows: int) -> JobDefinition:
+def orders_job(profiles_dir: str, windows: int, processes: int) -> JobDefinition:
     """Module-level, so a re-execution can rebuild the job from its arguments."""
-    return _defs(Path(profiles_dir), windows).resolve_job_def(ORDERS_JOB)
+    return _defs(Path(profiles_dir), windows, processes).resolve_job_def(ORDERS_JOB)
 
 
 def _range_tags(first: str, last: str) -> dict[str, str]:
@@ -168,21 +172,25 @@ def test_parallel_windows_write_the_same_bytes_and_share_one_rate_limit(
     profiles = _orders_profiles(sandbox, tmp_path / "profiles", rate_per_minute=rate,
                                 burst=burst)
     days = _days(1, 6)
-    hashes: dict[int, dict[str, str | None]] = {}
-    for windows in (1, 4):
+    hashes: dict[tuple[int, int], dict[str, str | None]] = {}
+    # One window; four on threads; four of which one in a worker process.
+    for windows, processes in ((1, 0), (4, 0), (4, 1)):
         sandbox.clear_requests()
-        home = tmp_path / f"home-{windows}"
+        home = tmp_path / f"home-{windows}-{processes}"
         home.mkdir()
         with instance_for_test(temp_dir=str(home)) as instance:
             started = time.monotonic()
             run_id = _run_holding_first_request(
-                orders_job(str(profiles), windows), instance, sandbox, days,
+                orders_job(str(profiles), windows, processes), instance, sandbox, days,
                 until_windows=windows if windows > 1 else None)
             if windows > 1:  # the step says how many windows it had in flight at most
                 messages = [entry.user_message for entry in instance.all_logs(run_id)]
-                assert f"at most {windows} window(s) were in flight at once" in messages
+                assert f"at most {windows} window(s) were in flight at once" + (
+                    f", at most {processes} in worker processes" if processes else ""
+                ) in messages, [m for m in messages if m.startswith("at most")]
             metas = {day: _latest(instance, day) for day in days}
-            hashes[windows] = {day: m.content_hash if m else None for day, m in metas.items()}
+            hashes[windows, processes] = {day: m.content_hash if m else None
+                                          for day, m in metas.items()}
             pages = _pages(sandbox.request_log)
             # Every page once: 3 pages a window, no page fetched twice.
             assert len(pages) == len(set(pages)) == PAGES_PER_DAY * len(days)
@@ -194,25 +202,27 @@ def test_parallel_windows_write_the_same_bytes_and_share_one_rate_limit(
                 kinds = sorted(raw_value(r.asset_observation.metadata[OBSERVATION_KIND])
                                for r in observed if r.asset_observation is not None)
                 assert kinds == ["window_complete"], kinds  # ended within its interval
-            # One token bucket for all windows: a bucket holds at most `burst` tokens when
+            # One token bucket for all windows, threads and worker processes alike (it
+            # lives in shared memory): a bucket holds at most `burst` tokens when
             # the run starts and refills at `rate`, so the k-th request cannot have been
             # sent, let alone received, before started + (k - burst) / rate.
             arrivals = sorted(sandbox.request_times(ORDERS_PATH))
             for k, arrived in enumerate(arrivals, start=1):
                 assert arrived >= started + (k - burst) / (rate / 60) - 1e-6, (k, arrived)
-    assert None not in hashes[1].values()
-    assert hashes[1] == hashes[4]
+    assert None not in hashes[1, 0].values()
+    assert hashes[1, 0] == hashes[4, 0] == hashes[4, 1]
 
 
+@pytest.mark.parametrize("processes", [0, 2], ids=["threads", "worker-processes"])
 def test_a_window_failing_for_good_keeps_the_others_and_reexecution_reuses_them(
         sandbox: Sandbox, secrets_env: dict, tmp_path: Path,
-        dagster_instance: DagsterInstance) -> None:
+        dagster_instance: DagsterInstance, processes: int) -> None:
     profiles = _orders_profiles(sandbox, tmp_path / "profiles")
     days = _days(1, 4)
     # The fifth request fails with 401 (never retried): some window, mid-way, for good.
     sandbox.faults.add(Fault(kind="status", status=401, endpoint=ORDERS_PATH, on_request=5))
     recon = build_reconstructable_job(__name__, "orders_job",
-                                      reconstructable_args=(str(profiles), 2))
+                                      reconstructable_args=(str(profiles), 2, processes))
     with execute_job(recon, instance=dagster_instance,
                      tags=_range_tags(days[0], days[-1])) as first:
         assert not first.success
@@ -256,15 +266,17 @@ def test_a_window_failing_for_good_keeps_the_others_and_reexecution_reuses_them(
     assert resumed.records == len(truth)
 
 
+@pytest.mark.parametrize("processes", [0, 1], ids=["threads", "worker-process"])
 def test_a_run_killed_mid_range_is_reexecuted_without_fetching_a_page_twice(
-        sandbox: Sandbox, secrets_env: dict, tmp_path: Path) -> None:
+        sandbox: Sandbox, secrets_env: dict, tmp_path: Path, processes: int) -> None:
     windows, held_from = 2, 8
     profiles = _orders_profiles(sandbox, tmp_path / "profiles")
     days = _days(1, 6)
     home = _code_location(tmp_path, (
         "from chartly_dagster.integration import ChartlyResource, build_definitions\n"
         f"defs = build_definitions({str(profiles)!r}, resource=ChartlyResource(env='dev', "
-        f"max_concurrent_windows={windows}, progress_interval_seconds={QUIET}))\n"))
+        f"max_concurrent_windows={windows}, window_processes={processes}, "
+        f"progress_interval_seconds={QUIET}))\n"))
     # Every request from the 8th on is held: seven pages are answered (at most two whole
     # windows), so both workers end up holding a request, each after its staged pages.
     hold = sandbox.faults.add(Fault(kind="hold", endpoint=ORDERS_PATH, on_request=held_from,
@@ -289,7 +301,8 @@ def test_a_run_killed_mid_range_is_reexecuted_without_fetching_a_page_twice(
         instance.event_log_storage.free_concurrency_slots_for_run(killed.dagster_run.run_id)
         sandbox.clear_requests()
         recon = build_reconstructable_job(__name__, "orders_job",
-                                          reconstructable_args=(str(profiles), windows))
+                                          reconstructable_args=(str(profiles), windows,
+                                                                processes))
         with execute_job(recon, instance=instance, tags=_range_tags(days[0], days[-1]),
                          reexecution_options=(
                 ReexecutionOptions.from_failure(killed.dagster_run.run_id, instance))) as again:
@@ -398,7 +411,7 @@ def test_a_finished_file_that_changed_since_is_fetched_again_not_reused(
     sandbox.faults.add(Fault(kind="status", status=401, endpoint=ORDERS_PATH,
                              on_request=PAGES_PER_DAY + 1))
     recon = build_reconstructable_job(__name__, "orders_job",
-                                      reconstructable_args=(str(profiles), 1))
+                                      reconstructable_args=(str(profiles), 1, 0))
     with execute_job(recon, instance=dagster_instance,
                      tags=_range_tags(days[0], days[-1])) as first:
         assert not first.success
