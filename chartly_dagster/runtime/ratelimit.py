@@ -20,7 +20,7 @@ from ..core.catalog import ResolvedProfile
 from ..core.errors import RateLimited
 
 #: the start method of worker processes, and so of the locks they inherit
-WORKER_START_METHOD = "forkserver"
+WORKER_START_METHOD = "spawn"
 _TOKENS, _LAST = 0, 1  # the two cells of a bucket's state
 
 class TokenBucket:

@@ -77,3 +77,16 @@ def test_a_ceiling_of_one_never_samples() -> None:
     assert policy.seconds_to_next_sample() is None
     with pytest.raises(ValueError, match="ceiling"):
         _policy(0, clocks)
+
+
+def test_a_busy_process_is_cpu_bound_until_a_sample_finds_it_waiting() -> None:
+    """What hands windows to worker processes: only a process busy over a whole sample."""
+    clocks = Clocks()
+    policy = _policy(4, clocks)
+    assert not policy.cpu_bound()  # no sample yet
+    clocks.run(SAMPLE_SECONDS, busy=0.9)
+    assert policy.cpu_bound() and policy.target() == 1
+    clocks.run(SAMPLE_SECONDS / 2, busy=0.0)  # mid-sample: the last verdict holds
+    assert policy.cpu_bound()
+    clocks.run(SAMPLE_SECONDS, busy=0.2)
+    assert not policy.cpu_bound()

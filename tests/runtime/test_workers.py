@@ -1,0 +1,189 @@
+"""Windows fetched in worker processes (runtime/workers.py), against the live sandbox.
+
+What a worker hands back must be what a thread would have: the same file bytes, every page
+in order before the window's end, errors whole, and its log records in the step's loggers.
+A worker must never outlive its step: one whose step is SIGKILLed mid-window is gone too.
+Every condition waited for is an event (a report, a held request, a process gone).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import queue
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from chartly_dagster.core.errors import ChartlyError
+from chartly_dagster.core.plan import build_plan
+from chartly_dagster.core.windows import Window
+from chartly_dagster.runtime.egress import EnvPolicy
+from chartly_dagster.runtime.executor import (
+    NetworkOptions,
+    PageProgress,
+    WindowResult,
+    WindowTarget,
+    fetch_window,
+)
+from chartly_dagster.runtime.secrets import MappingSecretProvider, SecretResolver
+from chartly_dagster.runtime.workers import Report, WindowProcesses, WorkerNetwork
+from chartly_dagster.sandbox import Fault
+from tests.support.sandbox import LiveProfiles
+from tests.support.secrets import SECRETS
+from tests.support.shipped import ORDERS_PATH
+
+ORDERS_DEV = "tenant-demo/proj-sales::connector/orders@2.1.0#dev"
+DAYS = {f"2026-01-0{d}": Window.parse(f"2026-01-0{d}T00:00:00Z", f"2026-01-0{d + 1}T00:00:00Z")
+        for d in (1, 2)}
+
+
+def _network() -> NetworkOptions:
+    return NetworkOptions("dev", SecretResolver([MappingSecretProvider(SECRETS)]))
+
+
+def _target(root: Path, partition: str) -> WindowTarget:
+    return WindowTarget.at(str(root), partition=partition, resumable=True)
+
+
+def _ended(reports: queue.SimpleQueue[Report], count: int) -> dict[str, list]:
+    """Every report of `count` windows, by partition, up to and including each end."""
+    seen: dict[str, list] = {}
+    ended = 0
+    while ended < count:
+        partition, item = reports.get(timeout=120)  # the limit only ends a broken run
+        seen.setdefault(partition, []).append(item)
+        ended += not isinstance(item, PageProgress)
+    return seen
+
+
+def test_worker_processes_write_what_a_thread_writes(
+        live_profiles: LiveProfiles, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    resolved = live_profiles.resolve(ORDERS_DEV)
+    alone = {p: fetch_window(resolved, w, build_plan(resolved, w),
+                             target=_target(tmp_path / "threads", p), network=_network())
+             for p, w in DAYS.items()}
+    reports: queue.SimpleQueue[Report] = queue.SimpleQueue()
+    processes = WindowProcesses(2, resolved, reports.put)
+    caplog.set_level(logging.INFO, logger="chartly")
+    try:
+        for partition, window in DAYS.items():
+            processes.submit(partition, window, build_plan(resolved, window),
+                             _target(tmp_path / "workers", partition),
+                             WorkerNetwork.of(_network(), resolved))
+        seen = _ended(reports, len(DAYS))
+    finally:
+        processes.close()
+    for partition, items in seen.items():
+        *pages, result = items
+        assert isinstance(result, WindowResult), result
+        assert result.content_hash == alone[partition].content_hash
+        assert result.records == alone[partition].records > 0
+        # every page reported, in order, before the window's end
+        assert [p.page for p in pages] == list(range(1, result.pages + 1))
+    # A worker's audit records reach the step's loggers, marked with the worker's pid.
+    finished = [r for r in caplog.records if r.name == "chartly.audit"
+                and "connector.run.succeeded" in r.getMessage()]
+    assert len(finished) == len(DAYS)
+    assert all(r.process != os.getpid() for r in finished)
+
+
+def test_a_window_failing_in_a_worker_hands_back_its_error_whole(
+        live_profiles: LiveProfiles, tmp_path: Path) -> None:
+    resolved = live_profiles.resolve(ORDERS_DEV)
+    live_profiles.sandbox.faults.add(Fault(kind="status", status=401, endpoint=ORDERS_PATH,
+                                           on_request=2))
+    reports: queue.SimpleQueue[Report] = queue.SimpleQueue()
+    processes = WindowProcesses(1, resolved, reports.put)
+    partition, window = next(iter(DAYS.items()))
+    try:
+        processes.submit(partition, window, build_plan(resolved, window),
+                         _target(tmp_path, partition), WorkerNetwork.of(_network(), resolved))
+        (items,) = _ended(reports, 1).values()
+    finally:
+        processes.close()
+    *pages, error = items
+    assert [p.page for p in pages] == [1]  # the page before the failure was staged
+    assert isinstance(error, ChartlyError) and not isinstance(error, WindowResult)
+    assert (error.code, getattr(error, "status", None)) == ("unauthenticated", 401)
+
+
+def test_secrets_cross_only_as_values_never_in_repr(live_profiles: LiveProfiles) -> None:
+    resolved = live_profiles.resolve(ORDERS_DEV)
+    network = WorkerNetwork.of(_network(), resolved)
+    secret = SECRETS[("orders-api", "api-key")]
+    assert network.secrets and secret not in repr(network)
+    # what a worker rebuilds resolves the same credential
+    assert network.options().secrets.resolve_auth(resolved.spec.auth).values() == \
+        _network().secrets.resolve_auth(resolved.spec.auth).values()
+
+
+def test_an_env_policy_pickles_whole() -> None:
+    policy = EnvPolicy(max_timeout_ms=5_000)
+    assert pickle.loads(pickle.dumps(policy)) == policy
+
+
+_STEP = """
+import sys, time, multiprocessing
+from chartly_dagster.core.catalog import ProfileCatalog
+from chartly_dagster.core.plan import build_plan
+from chartly_dagster.core.refs import parse_ref
+from chartly_dagster.core.windows import Window
+from chartly_dagster.runtime.executor import NetworkOptions, WindowTarget
+from chartly_dagster.runtime.secrets import MappingSecretProvider, SecretResolver
+from chartly_dagster.runtime.workers import WindowProcesses, WorkerNetwork
+from tests.support.secrets import SECRETS
+
+if __name__ == "__main__":
+    resolved = ProfileCatalog.load(sys.argv[1]).resolve(parse_ref(sys.argv[2]))
+    window = Window.parse("2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z")
+    network = NetworkOptions("dev", SecretResolver([MappingSecretProvider(SECRETS)]))
+    processes = WindowProcesses(1, resolved, lambda report: None)
+    processes.submit("2026-01-01", window, build_plan(resolved, window),
+                     WindowTarget.at(sys.argv[3], partition="2026-01-01", resumable=True),
+                     WorkerNetwork.of(network, resolved))
+    print(*[p.pid for p in multiprocessing.active_children()], flush=True)
+    time.sleep(3600)  # killed by the test
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie is dead, only not yet reaped
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal")
+def test_a_worker_dies_with_its_step(live_profiles: LiveProfiles, tmp_path: Path) -> None:
+    sandbox = live_profiles.sandbox
+    hold = sandbox.faults.add(Fault(kind="hold", endpoint=ORDERS_PATH))
+    script = tmp_path / "step.py"
+    script.write_text(_STEP, encoding="utf-8")
+    step = subprocess.Popen(
+        [sys.executable, str(script), str(live_profiles.profiles_dir), ORDERS_DEV,
+         str(tmp_path / "data")], stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    try:
+        assert step.stdout is not None
+        (worker,) = map(int, step.stdout.readline().split())
+        deadline = time.monotonic() + 120  # the limit only ends a broken run
+        while not sandbox.request_log:  # the worker is mid-window, its request held
+            assert time.monotonic() < deadline and step.poll() is None
+            time.sleep(0.02)
+        assert _alive(worker)
+        step.send_signal(signal.SIGKILL)
+        step.wait()
+        while _alive(worker):  # the kernel kills it on its parent's death
+            assert time.monotonic() < deadline, "the worker outlived its step"
+            time.sleep(0.02)
+    finally:
+        if step.poll() is None:
+            step.kill()
+        hold.release()
