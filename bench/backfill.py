@@ -206,8 +206,10 @@ def worker_dagster(port: int, days: int, out: Path, *, page: int = PAGE,
             row = instance.fetch_materializations(
                 AssetRecordsFilter(asset_key=key, asset_partitions=[pk]), limit=1).records[0]
             records += PartitionMetadata.extract(row.asset_materialization.metadata).records
+        said = " ".join(entry.user_message for entry in instance.all_logs(result.run_id))
     effective = config.get("max_concurrent_windows")
-    data: dict[str, Any] = {"records": records, "windows_in_flight": effective}
+    data: dict[str, Any] = {"records": records, "windows_in_flight": effective,
+                            "in_flight": _most_in_flight(said)}
     if checks:
         data.update(checks_passed=sum(c.passed for c in evaluations), checks=len(evaluations))
     return data
@@ -243,6 +245,18 @@ def worker_project(port: int, days: int, out: Path, *, side_by_side: bool = True
         raise SystemExit(f"the project run failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return {"records": 0, "largest_process_mb": children}
+
+
+def _most_in_flight(said: str) -> str:
+    """"K (P)": the most windows the run had in flight at once, P of them in worker
+    processes, as the step logged them (one window logs nothing)."""
+    import re
+
+    found = re.search(r"at most (\d+) window\(s\) were in flight at once"
+                      r"(?:, at most (\d+) in worker processes)?", said)
+    if found is None:
+        return "1"
+    return found.group(1) + (f" ({found.group(2)})" if found.group(2) else "")
 
 
 WORKERS = {"floor": worker_floor, "fetch_window": worker_fetch_window,
@@ -345,7 +359,8 @@ def _row(label: str, data: dict[str, Any], base: float, core: float) -> str:
     return (f"| {label} | {data['records']:,} | {data['seconds']:.2f} | "
             f"{data['records'] / data['seconds']:,.0f} | {data['seconds'] / base:.2f}x | "
             f"{data['seconds'] / core:.2f}x | {data['cpu_s']:.2f} | {checks} | "
-            f"{data['rss_mb']:.0f} MB | {data['pss_mb']:.0f} MB |")
+            f"{data.get('in_flight', '-')} | {data['rss_mb']:.0f} MB | "
+            f"{data['pss_mb']:.0f} MB |")
 
 
 def _table(title: str, rows: list[tuple[str, dict[str, Any]]]) -> None:
@@ -353,8 +368,9 @@ def _table(title: str, rows: list[tuple[str, dict[str, Any]]]) -> None:
     base, core = rows[0][1]["seconds"], rows[1][1]["seconds"]
     print(f"\n{title}\n")
     print("| path | records | seconds | records/s | time vs bare floor | time vs "
-          "`fetch_window` | CPU s | checks | peak RSS | peak PSS |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "`fetch_window` | CPU s | checks | most in flight (in processes) | peak RSS "
+          "(summed) | peak PSS |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for label, data in rows:
         print(_row(label, data, base, core))
 

@@ -12,7 +12,6 @@ is complete, and a failed window's last page (where a re-execution resumes).
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 import time
@@ -53,7 +52,13 @@ from ..runtime.memory import release_freed_memory
 from ..runtime.recording import RecordTo, recording_enabled
 from ..runtime.secrets import SecretResolver
 from ..runtime.storage import Storage
-from ..runtime.workers import Report, WindowProcesses, WindowStopped, WorkerNetwork
+from ..runtime.workers import (
+    Report,
+    WindowProcesses,
+    WindowStopped,
+    WorkerNetwork,
+    process_slots,
+)
 from . import metadata as md
 from .checkpoints import PartitionRecord, last_materialization, run_lineage
 from .metadata import PartitionMetadata
@@ -94,18 +99,6 @@ def partition_metadata(result: WindowResult, *, env: str, previous: PartitionMet
         declared_total=position.get("total"),
         records_served=position.get("fetched"), column_schema=column_schema(result),
         **recording_fields(result))
-
-
-def process_slots(configured: int | None, windows: int) -> int:
-    """How many of a run's `windows` in flight may be in worker processes: as configured,
-    else one fewer than the CPUs this process may use (none for a single window)."""
-    if windows < 2:
-        return 0
-    if configured is None:
-        configured = len(os.sched_getaffinity(0)) - 1 if hasattr(os, "sched_getaffinity") \
-            else (os.cpu_count() or 1) - 1
-        return max(0, min(configured, windows - 1))
-    return min(configured, windows)
 
 
 def concurrent_windows(resolved: ResolvedProfile, configured: int | None) -> int:
@@ -301,17 +294,17 @@ def connector_events(context: AssetExecutionContext, *, env: str, destination: s
             running = len(jobs) - len(waiting) - len(results) - len(failures)
             while waiting and running < workers:
                 on_threads = running - len(in_process)
-                if len(in_process) < slots and (eager or in_flight.cpu_bound()):
-                    job = waiting.pop()
-                    assert by_worker is not None
-                    processes.submit(job.partition, job.window, job.plan,
-                                     targets[job.partition], by_worker)
+                job = waiting[-1]
+                if (len(in_process) < processes.slots and (eager or in_flight.cpu_bound())
+                        and by_worker is not None
+                        and processes.submit(job.partition, job.window, job.plan,
+                                             targets[job.partition], by_worker)):
                     in_process.add(job.partition)
                 elif on_threads < in_flight.target():
-                    job = waiting.pop()
                     pool.submit(_fetch, resolved, job, targets[job.partition], shared, report)
                 else:
                     break
+                waiting.pop()
                 throttle.start(job.partition)
                 running += 1
             most = max(most, running)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import math
 import multiprocessing
 import os
 import pickle
@@ -35,6 +36,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from logging.handlers import QueueHandler
+from pathlib import Path
 from typing import Any
 
 from ..core.catalog import ResolvedProfile
@@ -57,6 +59,39 @@ from .secrets import MappingSecretProvider, SecretResolver
 Report = tuple[str, RunEvent | WindowResult | BaseException]
 #: Linux `prctl` option: the signal this process gets when its parent dies
 _PR_SET_PDEATHSIG = 1
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may use: its affinity, lowered by its cgroup's CPU quota (a
+    container's CPU limit), which the affinity does not show."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    for path in ("/sys/fs/cgroup/cpu.max", "/sys/fs/cgroup/cpu/cpu.cfs_quota_us"):
+        try:
+            text = Path(path).read_text().split()
+            if path.endswith("cpu.max"):
+                quota, period = text
+            else:
+                quota = text[0]
+                period = Path(path).with_name("cpu.cfs_period_us").read_text().strip()
+            if quota not in ("max", "-1"):
+                return max(1, min(cpus, math.ceil(int(quota) / int(period))))
+        except (OSError, ValueError):
+            continue
+    return cpus
+
+
+def process_slots(configured: int | None, windows: int, cpus: int | None = None) -> int:
+    """How many of a run's `windows` in flight may be in worker processes: as configured,
+    else one fewer than the usable CPUs (none for a single window, and never all of them:
+    the step's own process fetches too)."""
+    if windows < 2:
+        return 0
+    if configured is not None:
+        return min(configured, windows)
+    return max(0, min((cpus or usable_cpus()) - 1, windows - 1))
 
 
 class WindowStopped(Exception):
@@ -129,12 +164,19 @@ class WindowProcesses:
         return pool
 
     def submit(self, partition: str, window: Window, plan: Plan, target: WindowTarget,
-               network: WorkerNetwork) -> None:
+               network: WorkerNetwork) -> bool:
+        """Hand a window to a worker; False (and no more slots) when the pool is broken (a
+        worker died), so the caller fetches it on a thread instead."""
         if self._pool is None:
             self._pool = self._start()
-        future = self._pool.submit(_fetch_in_worker, partition, self._resolved, window,
-                                   plan, target, network)
+        try:
+            future = self._pool.submit(_fetch_in_worker, partition, self._resolved, window,
+                                       plan, target, network)
+        except BrokenProcessPool:
+            self.slots = 0
+            return False
         future.add_done_callback(lambda done: self._lost(partition, done))
+        return True
 
     def _lost(self, partition: str, future: Future[None]) -> None:
         """A window whose worker died, or that could not be handed over, never reports its

@@ -48,7 +48,7 @@ from chartly_dagster.integration._compat import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
 )
-from chartly_dagster.integration.events import concurrent_windows, process_slots
+from chartly_dagster.integration.events import concurrent_windows
 from chartly_dagster.integration.liveness import identified_in_process_executor
 from chartly_dagster.integration.metadata import OBSERVATION_KIND, raw_value
 from chartly_dagster.sandbox import Fault, Sandbox
@@ -430,15 +430,3 @@ def test_a_finished_file_that_changed_since_is_fetched_again_not_reused(
     assert refetched is not None and not refetched.reused
     assert refetched.content_hash == finished.content_hash  # the same records, fetched again
     assert len(_pages(sandbox.request_log)) == 2 * PAGES_PER_DAY
-
-
-def test_worker_process_slots_follow_the_setting_and_the_cpus(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
-    assert process_slots(None, 1) == 0  # one window: nothing to overlap
-    assert process_slots(None, 4) == 3  # one fewer than the CPUs
-    assert process_slots(None, 2) == 1  # never every window in flight by default
-    assert process_slots(0, 4) == 0  # threads only
-    assert process_slots(2, 4) == 2 and process_slots(8, 4) == 4
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
-    assert process_slots(None, 4) == 0  # one CPU: processes cannot help

@@ -32,7 +32,13 @@ from chartly_dagster.runtime.executor import (
     fetch_window,
 )
 from chartly_dagster.runtime.secrets import MappingSecretProvider, SecretResolver
-from chartly_dagster.runtime.workers import Report, WindowProcesses, WorkerNetwork
+from chartly_dagster.runtime.workers import (
+    Report,
+    WindowProcesses,
+    WorkerNetwork,
+    process_slots,
+    usable_cpus,
+)
 from chartly_dagster.sandbox import Fault
 from tests.support.sandbox import LiveProfiles
 from tests.support.secrets import SECRETS
@@ -187,3 +193,13 @@ def test_a_worker_dies_with_its_step(live_profiles: LiveProfiles, tmp_path: Path
         if step.poll() is None:
             step.kill()
         hold.release()
+
+
+def test_worker_process_slots_follow_the_setting_and_the_cpus() -> None:
+    assert process_slots(None, 1, cpus=4) == 0  # one window: nothing to overlap
+    assert process_slots(None, 4, cpus=4) == 3  # one fewer than the CPUs
+    assert process_slots(None, 2, cpus=4) == 1  # the step's process fetches one too
+    assert process_slots(None, 4, cpus=1) == 0  # one CPU: processes cannot help
+    assert process_slots(0, 4, cpus=4) == 0  # threads only
+    assert process_slots(2, 4, cpus=1) == 2 and process_slots(8, 4) == 4  # as configured
+    assert 1 <= usable_cpus() <= (os.cpu_count() or 1)
