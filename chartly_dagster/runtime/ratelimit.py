@@ -2,9 +2,11 @@
 
 A token bucket keyed by connector: two windows of one connector fetched at once share one
 budget, so the upstream never sees more than the profile promises. The windows may be
-threads of one process or worker processes (`runtime/workers.py`): the bucket registered
-for a connector keeps its state in shared memory under a process-shared lock, and a worker
-process registers the very same bucket for the same key, so the budget holds across them.
+threads of one process or worker processes (`runtime/workers.py`): before a run hands a
+window to a worker, its connector's bucket moves its state into shared memory under a
+process-shared lock (`share`), and the worker registers that very bucket for the same key,
+so the budget holds across them. Until then a bucket is plain memory and a thread lock
+(no semaphore, no helper process for a CLI run).
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from __future__ import annotations
 import multiprocessing
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from multiprocessing.sharedctypes import RawArray
 from typing import Any
 
@@ -28,24 +31,42 @@ class TokenBucket:
 
     def __init__(self, rate_per_minute: int, burst: int | None = None, *,
                  clock: Callable[[], float] = time.monotonic,
-                 initial: float | None = None, shared: bool = False) -> None:
-        """`shared` keeps the state in shared memory under a lock worker processes inherit
-        (the clock must then be the system-wide `time.monotonic`)."""
+                 initial: float | None = None) -> None:
         self.rate = rate_per_minute / 60.0
         self.capacity = float(burst or max(1, min(rate_per_minute, 10)))
         tokens = self.capacity if initial is None else min(initial, self.capacity)
         self._clock = clock
-        self._state: Any
-        if shared:
-            self._state = RawArray("d", [tokens, clock()])
-            self._lock: Any = multiprocessing.get_context(WORKER_START_METHOD).Lock()
-        else:
-            self._state, self._lock = [tokens, clock()], threading.Lock()
+        self._state: Any = [tokens, clock()]
+        self._lock: Any = threading.Lock()
+
+    @property
+    def shared(self) -> bool:
+        return not isinstance(self._state, list)
+
+    def share(self) -> None:
+        """Move the state into shared memory under a lock worker processes inherit, keeping
+        its tokens; safe while other threads draw on the bucket. The clock must be the
+        system-wide `time.monotonic` (the default)."""
+        with self._lock:
+            if self.shared:
+                return
+            self._state = RawArray("d", list(self._state))
+            self._lock = multiprocessing.get_context(WORKER_START_METHOD).Lock()
+
+    @contextmanager
+    def _locked(self) -> Iterator[Any]:
+        """The state, under the bucket's lock (the new one if the bucket was shared while
+        this thread waited on the old one)."""
+        while True:
+            lock = self._lock
+            with lock:
+                if lock is self._lock:
+                    yield self._state
+                    return
 
     def reserve(self) -> float:
         """Take a token; returns how long the caller must wait before sending (0 if none)."""
-        with self._lock:
-            state = self._state
+        with self._locked() as state:
             now = self._clock()
             tokens = min(self.capacity, state[_TOKENS] + (now - state[_LAST]) * self.rate) - 1.0
             state[_TOKENS], state[_LAST] = tokens, now
@@ -55,8 +76,8 @@ class TokenBucket:
         """Wait for a token; beyond `max_wait` surface `rate_limited` with a Retry-After."""
         wait = self.reserve()
         if wait > max_wait:
-            with self._lock:
-                self._state[_TOKENS] += 1.0
+            with self._locked() as state:
+                state[_TOKENS] += 1.0
             raise RateLimited(f"request budget exhausted: next slot in {wait:.1f}s exceeds the "
                               f"{max_wait:.1f}s allowed", retry_after=wait)
         if wait > 0:
@@ -80,14 +101,13 @@ def bucket_for(key: str, rate_per_minute: int, burst: int | None = None) -> Toke
 
     It starts with one token, not a full burst: when the connector's Dagster pool hands
     the upstream from one process to the next, the newcomer must not add a burst on top
-    of the rate the previous process just used. It is made shared, so windows handed to
-    worker processes later in the run draw on it too.
+    of the rate the previous process just used.
     """
     with _BUCKETS_LOCK:
         bucket = _BUCKETS.get((key, rate_per_minute, burst))
         if bucket is None:
             bucket = _BUCKETS[(key, rate_per_minute, burst)] = TokenBucket(
-                rate_per_minute, burst, initial=1.0, shared=True)
+                rate_per_minute, burst, initial=1.0)
         return bucket
 
 

@@ -30,10 +30,13 @@ import multiprocessing
 import os
 import pickle
 import signal
+import sys
 import threading
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from logging.handlers import QueueHandler
 from pathlib import Path
@@ -154,10 +157,12 @@ class WindowProcesses:
         context = self._context
         self._queue, self._stop = context.SimpleQueue(), context.Event()
         key = bucket_key(self._resolved)
+        bucket = bucket_for(*key)
+        bucket.share()  # before any worker inherits it
         level = logging.getLogger("chartly").getEffectiveLevel()
         pool = ProcessPoolExecutor(
             max_workers=self.slots, mp_context=context, initializer=_start_worker,
-            initargs=(self._queue, self._stop, key, bucket_for(*key), level))
+            initargs=(self._queue, self._stop, key, bucket, level))
         self._forwarder = threading.Thread(target=self._forward, name="chartly-workers",
                                            daemon=True)
         self._forwarder.start()
@@ -170,8 +175,9 @@ class WindowProcesses:
         if self._pool is None:
             self._pool = self._start()
         try:
-            future = self._pool.submit(_fetch_in_worker, partition, self._resolved, window,
-                                       plan, target, network)
+            with _main_left_out():  # a worker starts (spawns) within `submit`
+                future = self._pool.submit(_fetch_in_worker, partition, self._resolved,
+                                           window, plan, target, network)
         except BrokenProcessPool:
             self.slots = 0
             return False
@@ -206,6 +212,24 @@ class WindowProcesses:
         assert self._forwarder is not None
         self._forwarder.join()
         self._queue.close()
+
+
+@contextmanager
+def _main_left_out() -> Iterator[None]:
+    """Spawn a worker without the step's `__main__`.
+
+    A spawned process imports its parent's main module first: a user's script that calls
+    `materialize` without an `if __name__ == "__main__":` guard would run again in every
+    worker (and fail there), and the Dagster CLI's would load its code location again. A
+    worker needs nothing from it, so while it starts `__main__` is a bare module, which
+    `multiprocessing` leaves alone.
+    """
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
 
 
 # -- in the worker process ---------------------------------------------------------------

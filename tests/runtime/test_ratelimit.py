@@ -53,6 +53,22 @@ def test_acquire_sleeps_the_wait_or_raises_rate_limited() -> None:
     assert bucket.acquire(max_wait=0.5, sleep=sleep) == 0.0
 
 
+def test_a_shared_bucket_keeps_its_tokens_and_its_arithmetic() -> None:
+    """Sharing (before a worker process inherits the bucket) moves the state, not resets it;
+    a thread that waited on the old lock meanwhile takes the new one."""
+    clock = FakeClock()
+    bucket = TokenBucket(60, burst=2, clock=clock)
+    assert bucket.reserve() == 0.0 and not bucket.shared
+    bucket.share()
+    bucket.share()  # once is enough
+    assert bucket.shared
+    assert [bucket.reserve() for _ in range(3)] == [0.0, 1.0, 2.0]
+    with pytest.raises(RateLimited):  # the refund path takes the shared lock too
+        bucket.acquire(max_wait=0.5, sleep=RecordingSleep())
+    clock.now += 10
+    assert [bucket.reserve() for _ in range(3)] == [0.0, 0.0, 1.0]
+
+
 def test_bucket_for_is_one_bucket_per_connector_and_rate() -> None:
     a = bucket_for("tenant/project/x", 600)
     assert bucket_for("tenant/project/x", 600) is a

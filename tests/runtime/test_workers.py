@@ -134,8 +134,11 @@ def test_an_env_policy_pickles_whole() -> None:
     assert pickle.loads(pickle.dumps(policy)) == policy
 
 
+#: a step as a user's script might be: no `if __name__ == "__main__":` guard. A worker must
+#: not import it (it would run the script again); each run of it leaves a line in `ran`.
 _STEP = """
 import sys, time, multiprocessing
+from pathlib import Path
 from chartly_dagster.core.catalog import ProfileCatalog
 from chartly_dagster.core.plan import build_plan
 from chartly_dagster.core.refs import parse_ref
@@ -145,16 +148,17 @@ from chartly_dagster.runtime.secrets import MappingSecretProvider, SecretResolve
 from chartly_dagster.runtime.workers import WindowProcesses, WorkerNetwork
 from tests.support.secrets import SECRETS
 
-if __name__ == "__main__":
-    resolved = ProfileCatalog.load(sys.argv[1]).resolve(parse_ref(sys.argv[2]))
-    window = Window.parse("2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z")
-    network = NetworkOptions("dev", SecretResolver([MappingSecretProvider(SECRETS)]))
-    processes = WindowProcesses(1, resolved, lambda report: None)
-    processes.submit("2026-01-01", window, build_plan(resolved, window),
-                     WindowTarget.at(sys.argv[3], partition="2026-01-01", resumable=True),
-                     WorkerNetwork.of(network, resolved))
-    print(*[p.pid for p in multiprocessing.active_children()], flush=True)
-    time.sleep(3600)  # killed by the test
+with open(Path(sys.argv[3]) / "ran", "a") as ran:
+    ran.write("once\\n")
+resolved = ProfileCatalog.load(sys.argv[1]).resolve(parse_ref(sys.argv[2]))
+window = Window.parse("2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z")
+network = NetworkOptions("dev", SecretResolver([MappingSecretProvider(SECRETS)]))
+processes = WindowProcesses(1, resolved, lambda report: None)
+processes.submit("2026-01-01", window, build_plan(resolved, window),
+                 WindowTarget.at(sys.argv[3], partition="2026-01-01", resumable=True),
+                 WorkerNetwork.of(network, resolved))
+print(*[p.pid for p in multiprocessing.active_children()], flush=True)
+time.sleep(3600)  # killed by the test
 """
 
 
@@ -167,8 +171,10 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal")
-def test_a_worker_dies_with_its_step(live_profiles: LiveProfiles, tmp_path: Path) -> None:
+def test_a_worker_dies_with_its_step_and_never_reruns_its_script(
+        live_profiles: LiveProfiles, tmp_path: Path) -> None:
     sandbox = live_profiles.sandbox
+    (tmp_path / "data").mkdir()
     hold = sandbox.faults.add(Fault(kind="hold", endpoint=ORDERS_PATH))
     script = tmp_path / "step.py"
     script.write_text(_STEP, encoding="utf-8")
@@ -180,10 +186,14 @@ def test_a_worker_dies_with_its_step(live_profiles: LiveProfiles, tmp_path: Path
         assert step.stdout is not None
         (worker,) = map(int, step.stdout.readline().split())
         deadline = time.monotonic() + 120  # the limit only ends a broken run
+        ran = tmp_path / "data" / "ran"
         while not sandbox.request_log:  # the worker is mid-window, its request held
             assert time.monotonic() < deadline and step.poll() is None
+            assert ran.read_text().splitlines() == ["once"], "a worker ran the script"
             time.sleep(0.02)
         assert _alive(worker)
+        # The worker got as far as a request, so it is past its start: the script ran once.
+        assert ran.read_text().splitlines() == ["once"]
         step.send_signal(signal.SIGKILL)
         step.wait()
         while _alive(worker):  # the kernel kills it on its parent's death
