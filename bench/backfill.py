@@ -15,9 +15,9 @@ Three tables, each with ratios measured in the same run (issue 9 item 7):
 
 Every pipeline runs in a fresh process of its own; its seconds are its wall time from start
 to finish, imports included, "CPU s" its user + system CPU time with that of its worker
-processes (steadier than wall time on a shared machine), and its peak RSS the largest sum
-of the resident memory of the process and every process under it, sampled every 20 ms (a
-range may fetch windows in worker processes, `runtime/workers.py`). The windows
+processes (steadier than wall time on a shared machine), and its peak RSS and PSS the
+largest sums over the process and every process under it, sampled every 50 ms from outside
+(a range may fetch windows in worker processes, `runtime/workers.py`). The windows
 in flight are set on the profile (`partitions.maxConcurrentWindows`) and the resource
 (`ChartlyResource.max_concurrent_windows`) when this build has those settings; a build
 without them says so in table (c) instead of pretending. They are a ceiling: a run adds
@@ -275,16 +275,19 @@ def _instance_home(home: Path) -> None:
 
 
 class _TreeMemory:
-    """The peaks of the summed RSS and of the summed PSS of this process and its
-    descendants, sampled on a thread (ru_maxrss would only give the largest single
-    process). PSS splits a shared page between the processes mapping it (the Arrow and
-    Python libraries a worker process maps too), so its sum is the memory the tree uses;
-    the RSS sum counts those pages once per process."""
+    """The peaks of the summed RSS and of the summed PSS of a pipeline's process and its
+    descendants (ru_maxrss would only give the largest single process). PSS splits a shared
+    page between the processes mapping it (the Arrow and Python libraries a worker process
+    maps too), so its sum is the memory the tree uses; the RSS sum counts those pages once
+    per process. Sampled from the bench's own process, every 50 ms: reading a process's
+    smaps costs that process system time, which a sampler inside it would add to its CPU
+    seconds (and to the CPU use `runtime/concurrency.py` watches)."""
 
-    def __init__(self, interval: float = 0.02) -> None:
+    def __init__(self, root: int, interval: float = 0.05) -> None:
         import threading
 
         self.peak = self.peak_pss = 0
+        self._root = root
         self._done = threading.Event()
         self._interval = interval
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -302,7 +305,7 @@ class _TreeMemory:
 
     def _sample(self) -> tuple[int, int]:
         rss = pss = 0
-        todo = [os.getpid()]
+        todo = [self._root]
         while todo:
             pid = todo.pop()
             try:
@@ -322,12 +325,10 @@ class _TreeMemory:
             self.peak, self.peak_pss = max(self.peak, rss), max(self.peak_pss, pss)
 
     def stop(self) -> tuple[float, float]:
-        """The peaks in MB: summed RSS (at least this process's own ru_maxrss), summed
-        PSS."""
+        """The peaks in MB: summed RSS, summed PSS."""
         self._done.set()
         self._thread.join()
-        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        return max(self.peak, own) / 2**20, self.peak_pss / 2**20
+        return self.peak / 2**20, self.peak_pss / 2**20
 
 
 def run_median(name: str, port: int, days: int, **options: Any) -> dict[str, Any]:
@@ -342,13 +343,19 @@ def run_worker(name: str, port: int, days: int, **options: Any) -> dict[str, Any
     with tempfile.TemporaryDirectory() as tmp:
         if name in ("dagster", "project"):
             _instance_home(Path(tmp) / "home")
-        proc = subprocess.run(
-            [sys.executable, __file__, "--worker", name, "--port", str(port),
-             "--days", str(days), "--out", tmp, "--options", json.dumps(options)],
-            capture_output=True, text=True, check=False)
+        with subprocess.Popen(
+                [sys.executable, __file__, "--worker", name, "--port", str(port),
+                 "--days", str(days), "--out", tmp, "--options", json.dumps(options)],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+            memory = _TreeMemory(proc.pid)
+            stdout, stderr = proc.communicate()
+            rss, pss = memory.stop()
     if proc.returncode != 0:
-        raise SystemExit(f"{name} worker failed:\n{proc.stdout[-1000:]}\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+        raise SystemExit(f"{name} worker failed:\n{stdout[-1000:]}\n{stderr[-3000:]}")
+    data = json.loads(stdout.strip().splitlines()[-1])
+    data["rss_mb"] = max(rss, data["rss_mb"])  # a run shorter than a sample: its own peak
+    data["pss_mb"] = pss
+    return data
 
 
 # -- tables --------------------------------------------------------------------------------
@@ -509,11 +516,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.worker:
-        memory = _TreeMemory()
         began = time.perf_counter()
         data = WORKERS[args.worker](args.port, args.days, args.out, **json.loads(args.options))
         data["seconds"] = time.perf_counter() - began
-        data["rss_mb"], data["pss_mb"] = memory.stop()
+        data["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         data["cpu_s"] = sum(u.ru_utime + u.ru_stime for u in (
             resource.getrusage(resource.RUSAGE_SELF),
             resource.getrusage(resource.RUSAGE_CHILDREN)))

@@ -292,15 +292,15 @@ def connector_events(context: AssetExecutionContext, *, env: str, destination: s
     try:
         while len(results) + len(failures) < len(jobs):
             running = len(jobs) - len(waiting) - len(results) - len(failures)
+            on_threads = in_flight.target()  # sampled here, so the wait below never spins
             while waiting and running < workers:
-                on_threads = running - len(in_process)
                 job = waiting[-1]
                 if (len(in_process) < processes.slots and (eager or in_flight.cpu_bound())
                         and by_worker is not None
                         and processes.submit(job.partition, job.window, job.plan,
                                              targets[job.partition], by_worker)):
                     in_process.add(job.partition)
-                elif on_threads < in_flight.target():
+                elif running - len(in_process) < on_threads:
                     pool.submit(_fetch, resolved, job, targets[job.partition], shared, report)
                 else:
                     break

@@ -23,6 +23,9 @@ SAMPLE_SECONDS = 0.25
 GROW_BELOW = 0.7
 #: above it the process is saturated: let one window go (finish) without replacing it
 SHRINK_ABOVE = 0.95
+#: busy samples in a row before a run is CPU-bound (and worth a worker process): a single
+#: busy sample is often the run's own start (plans, clients, Dagster), not its windows
+CPU_BOUND_SAMPLES = 2
 
 
 class WindowsInFlight:
@@ -45,7 +48,7 @@ class WindowsInFlight:
         self.sample_seconds = sample_seconds
         self._clock, self._cpu = clock, cpu
         self._target = 1
-        self._busy = False
+        self._busy_samples = 0  # in a row, up to the last one
         self._at, self._used = clock(), cpu()
 
     def seconds_to_next_sample(self) -> float | None:
@@ -56,10 +59,11 @@ class WindowsInFlight:
         return max(0.0, self._at + self.sample_seconds - self._clock())
 
     def cpu_bound(self) -> bool:
-        """Whether the last sample found the process busy: more windows on threads would
-        not help, more windows in other processes would (`runtime/workers.py`)."""
+        """Whether the last `CPU_BOUND_SAMPLES` samples found the process busy: more
+        windows on threads would not help, more in other processes would
+        (`runtime/workers.py`)."""
         self.target()  # takes a sample when one is due
-        return self._busy
+        return self._busy_samples >= CPU_BOUND_SAMPLES
 
     def target(self) -> int:
         now = self._clock()
@@ -69,7 +73,7 @@ class WindowsInFlight:
         used = self._cpu()
         busy = (used - self._used) / elapsed
         self._at, self._used = now, used
-        self._busy = busy >= GROW_BELOW
+        self._busy_samples = self._busy_samples + 1 if busy >= GROW_BELOW else 0
         if busy < GROW_BELOW:
             self._target = min(self.ceiling, self._target * 2)
         elif busy > SHRINK_ABOVE:

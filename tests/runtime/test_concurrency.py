@@ -79,13 +79,20 @@ def test_a_ceiling_of_one_never_samples() -> None:
         _policy(0, clocks)
 
 
-def test_a_busy_process_is_cpu_bound_until_a_sample_finds_it_waiting() -> None:
-    """What hands windows to worker processes: only a process busy over a whole sample."""
+def test_a_process_busy_over_two_samples_is_cpu_bound_until_one_finds_it_waiting() -> None:
+    """What hands windows to worker processes: a process busy over two whole samples in a
+    row (one busy sample is often the run's own start)."""
     clocks = Clocks()
     policy = _policy(4, clocks)
     assert not policy.cpu_bound()  # no sample yet
     clocks.run(SAMPLE_SECONDS, busy=0.9)
-    assert policy.cpu_bound() and policy.target() == 1
+    assert not policy.cpu_bound()  # one busy sample
+    clocks.run(SAMPLE_SECONDS, busy=0.0)
+    assert not policy.cpu_bound()  # a waiting sample breaks the streak
+    clocks.run(SAMPLE_SECONDS, busy=0.9)
+    assert not policy.cpu_bound()  # one busy sample again
+    clocks.run(SAMPLE_SECONDS, busy=0.9)
+    assert policy.cpu_bound()
     clocks.run(SAMPLE_SECONDS / 2, busy=0.0)  # mid-sample: the last verdict holds
     assert policy.cpu_bound()
     clocks.run(SAMPLE_SECONDS, busy=0.2)
