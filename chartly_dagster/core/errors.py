@@ -25,6 +25,7 @@ client that raises them)::
     │   ├── ResponseTooLarge (runtime)      response_too_large       4
     │   └── SecretInvalid (runtime)         secret_invalid           4
     ├── UnsafeOperationBlocked              unsafe_operation_blocked 5
+    ├── WorkerLost (runtime)                worker_lost              1          worker died
     └── UpstreamError                       (+ status, Retry-After)
         ├── UpstreamUnavailable             unavailable              1    yes   5xx, 408, 425
         │   └── TransportFailure (runtime)  unavailable              1    yes   exchange broke

@@ -292,7 +292,7 @@ def connector_events(context: AssetExecutionContext, *, env: str, destination: s
     try:
         while len(results) + len(failures) < len(jobs):
             running = len(jobs) - len(waiting) - len(results) - len(failures)
-            on_threads = in_flight.target()  # sampled here, so the wait below never spins
+            thread_target = in_flight.target()  # sampled here: the wait below never spins
             while waiting and running < workers:
                 job = waiting[-1]
                 if (len(in_process) < processes.slots and (eager or in_flight.cpu_bound())
@@ -300,7 +300,7 @@ def connector_events(context: AssetExecutionContext, *, env: str, destination: s
                         and processes.submit(job.partition, job.window, job.plan,
                                              targets[job.partition], by_worker)):
                     in_process.add(job.partition)
-                elif running - len(in_process) < on_threads:
+                elif running - len(in_process) < thread_target:
                     pool.submit(_fetch, resolved, job, targets[job.partition], shared, report)
                 else:
                     break

@@ -11,6 +11,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 from ..core.errors import (
+    ChartlyError,
     InvalidArgument,
     PreconditionFailed,
     UpstreamUnavailable,
@@ -33,6 +34,7 @@ __all__ = [
     "TransportFailure",
     "UnsupportedRecord",
     "UpstreamTimeout",
+    "WorkerLost",
 ]
 
 
@@ -163,3 +165,12 @@ class RecordingCorrupt(ValidationFailed):
     """A recording whose bytes no longer match its hashes (the message names the page)."""
 
     code = "recording_corrupt"
+
+
+class WorkerLost(ChartlyError):
+    """A worker process fetching a window died (killed, out of memory) before the window
+    ended. Not the upstream's fault and nothing a request retry fixes, but the step may be
+    retried: the window resumes after its last staged page."""
+
+    code = "worker_lost"
+    platform_code = "unavailable"

@@ -46,6 +46,7 @@ from ..core.catalog import ResolvedProfile
 from ..core.plan import Plan
 from ..core.windows import Window
 from .egress import EnvPolicy
+from .errors import WorkerLost
 from .executor import NetworkOptions, RunEvent, WindowResult, WindowTarget, fetch_or_reuse
 from .ratelimit import (
     WORKER_START_METHOD,
@@ -100,10 +101,6 @@ def process_slots(configured: int | None, windows: int, cpus: int | None = None)
 class WindowStopped(Exception):
     """Raised in a window after a staged page because its step is being torn down; the
     window resumes from that page when the run is re-executed."""
-
-
-class WorkerLost(Exception):
-    """A worker process died (killed, out of memory) before its window ended."""
 
 
 @dataclass(frozen=True)
