@@ -100,7 +100,8 @@ def test_worker_processes_write_what_a_thread_writes(
 
 
 def test_a_window_failing_in_a_worker_hands_back_its_error_whole(
-        live_profiles: LiveProfiles, tmp_path: Path) -> None:
+        live_profiles: LiveProfiles, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
     resolved = live_profiles.resolve(ORDERS_DEV)
     live_profiles.sandbox.faults.add(Fault(kind="status", status=401, endpoint=ORDERS_PATH,
                                            on_request=2))
@@ -117,6 +118,12 @@ def test_a_window_failing_in_a_worker_hands_back_its_error_whole(
     assert [p.page for p in pages] == [1]  # the page before the failure was staged
     assert isinstance(error, ChartlyError) and not isinstance(error, WindowResult)
     assert (error.code, getattr(error, "status", None)) == ("unauthenticated", 401)
+    # What came back (the error, the worker's log records) never holds the credential.
+    secret = SECRETS[("orders-api", "api-key")]
+    seen = [str(error), repr(error), str(error.to_dict())]
+    seen += [r.getMessage() + repr(vars(r)) for r in caplog.records]
+    assert any(r.process != os.getpid() for r in caplog.records)  # the worker's, forwarded
+    assert not [text for text in seen if secret in text]
 
 
 def test_secrets_cross_only_as_values_never_in_repr(live_profiles: LiveProfiles) -> None:
