@@ -322,11 +322,13 @@ def test_a_run_killed_mid_range_is_reexecuted_without_fetching_a_page_twice(
 def test_the_connectors_of_a_project_run_proceed_side_by_side(
         sandbox: Sandbox, secrets_env: dict, tmp_path: Path) -> None:
     """A project job launched as a user would (`dagster job execute` on a code location file,
-    the default executor) fetches its connectors at the same time."""
+    the default executor) fetches its connectors at the same time; each step, itself a
+    process forked from Dagster's server, hands one of its windows to a worker process."""
     profiles = copy_profiles(tmp_path / "profiles", sandbox.port)
     home = _code_location(tmp_path, (
-        "from chartly_dagster.integration import build_definitions\n"
-        f"defs = build_definitions({str(profiles)!r}, env='dev', schedules=False)\n"))
+        "from chartly_dagster.integration import ChartlyResource, build_definitions\n"
+        f"defs = build_definitions({str(profiles)!r}, schedules=False, "
+        "resource=ChartlyResource(env='dev', window_processes=1))\n"))
     # Two connectors' requests are held until released: a run that fetched its connectors
     # one after another could never have both held at once.
     paths = (ORDERS_PATH, "/v1/invoices")
@@ -346,6 +348,8 @@ def test_the_connectors_of_a_project_run_proceed_side_by_side(
     # each step ran in a process forked from the preloaded server, not in the run worker
     assert "Executing steps using multiprocess executor" in output, output[-3000:]
     assert 'Launching subprocess for "tenant_demo__proj_sales__orders"' in output
+    assert ("at most 2 window(s) were in flight at once, at most 1 in worker processes"
+            in output), output[-3000:]
 
 
 def sales_job(profiles_dir: str) -> JobDefinition:
