@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -250,8 +251,6 @@ def worker_project(port: int, days: int, out: Path, *, side_by_side: bool = True
 def _most_in_flight(said: str) -> str:
     """"K (P)": the most windows the run had in flight at once, P of them in worker
     processes, as the step logged them (one window logs nothing)."""
-    import re
-
     found = re.search(r"at most (\d+) window\(s\) were in flight at once"
                       r"(?:, at most (\d+) in worker processes)?", said)
     if found is None:

@@ -145,8 +145,7 @@ class WindowProcesses:
         self._report = report
         self._pool: ProcessPoolExecutor | None = None
         self._forwarder: threading.Thread | None = None
-        context = multiprocessing.get_context(WORKER_START_METHOD)
-        self._context = context
+        self._context = multiprocessing.get_context(WORKER_START_METHOD)
         self._queue: Any = None
         self._stop: Any = None
 

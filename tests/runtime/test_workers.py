@@ -144,7 +144,7 @@ def test_an_env_policy_pickles_whole() -> None:
 #: a step as a user's script might be: no `if __name__ == "__main__":` guard. A worker must
 #: not import it (it would run the script again); each run of it leaves a line in `ran`.
 _STEP = """
-import sys, time, multiprocessing
+import sys, multiprocessing
 from pathlib import Path
 from chartly_dagster.core.catalog import ProfileCatalog
 from chartly_dagster.core.plan import build_plan
@@ -165,7 +165,7 @@ processes.submit("2026-01-01", window, build_plan(resolved, window),
                  WindowTarget.at(sys.argv[3], partition="2026-01-01", resumable=True),
                  WorkerNetwork.of(network, resolved))
 print(*[p.pid for p in multiprocessing.active_children()], flush=True)
-time.sleep(3600)  # killed by the test
+sys.stdin.read()  # until the test kills this step (or dies itself, closing the pipe)
 """
 
 
@@ -177,7 +177,6 @@ def _alive(pid: int) -> bool:
     return state != "Z"  # a zombie is dead, only not yet reaped
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal")
 def test_a_worker_dies_with_its_step_and_never_reruns_its_script(
         live_profiles: LiveProfiles, tmp_path: Path) -> None:
     sandbox = live_profiles.sandbox
@@ -187,7 +186,7 @@ def test_a_worker_dies_with_its_step_and_never_reruns_its_script(
     script.write_text(_STEP, encoding="utf-8")
     step = subprocess.Popen(
         [sys.executable, str(script), str(live_profiles.profiles_dir), ORDERS_DEV,
-         str(tmp_path / "data")], stdout=subprocess.PIPE, text=True,
+         str(tmp_path / "data")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
     try:
         assert step.stdout is not None
