@@ -25,6 +25,9 @@ from ..core.errors import RateLimited
 #: the start method of worker processes, and so of the locks they inherit
 WORKER_START_METHOD = "spawn"
 _TOKENS, _LAST = 0, 1  # the two cells of a bucket's state
+#: how long a waiter holds on to a lock before looking whether the bucket has a new one
+_STALE_LOCK_SECONDS = 0.5
+
 
 class TokenBucket:
     """`rate_per_minute` tokens per minute with a burst of `burst`; time and sleep injectable."""
@@ -53,16 +56,36 @@ class TokenBucket:
             self._state = RawArray("d", list(self._state))
             self._lock = multiprocessing.get_context(WORKER_START_METHOD).Lock()
 
+    def unshare(self) -> None:
+        """Move the state back to plain memory under a thread lock, keeping its tokens: once
+        every worker process has exited. A worker killed while it held the shared lock (a
+        broken pool's workers are killed wherever they are) would hold it forever, so the
+        old lock is waited for only briefly."""
+        if not self.shared:
+            return
+        old = self._lock
+        held = old.acquire(timeout=_STALE_LOCK_SECONDS)
+        try:
+            self._state = [self._state[_TOKENS], self._state[_LAST]]
+            self._lock = threading.Lock()
+        finally:
+            if held:
+                old.release()
+
     @contextmanager
     def _locked(self) -> Iterator[Any]:
-        """The state, under the bucket's lock (the new one if the bucket was shared while
-        this thread waited on the old one)."""
+        """The state, under the bucket's lock: the new one if the bucket was shared or
+        unshared while this thread waited on the old one (which may never be released)."""
         while True:
             lock = self._lock
-            with lock:
+            if not lock.acquire(timeout=_STALE_LOCK_SECONDS):
+                continue
+            try:
                 if lock is self._lock:
                     yield self._state
                     return
+            finally:
+                lock.release()
 
     def reserve(self) -> float:
         """Take a token; returns how long the caller must wait before sending (0 if none)."""

@@ -4,10 +4,14 @@ by every window of it, and `rate_limited` with Retry-After when the wait is too 
 
 from __future__ import annotations
 
+import multiprocessing
+import threading
+from typing import Any
+
 import pytest
 
 from chartly_dagster.core.errors import ExitCode, RateLimited
-from chartly_dagster.runtime.ratelimit import TokenBucket, bucket_for
+from chartly_dagster.runtime.ratelimit import WORKER_START_METHOD, TokenBucket, bucket_for
 from tests.support.live import DAY, Live, RecordingSleep, written_ids
 
 pytestmark = pytest.mark.usefixtures("fresh_rate_buckets")
@@ -54,8 +58,8 @@ def test_acquire_sleeps_the_wait_or_raises_rate_limited() -> None:
 
 
 def test_a_shared_bucket_keeps_its_tokens_and_its_arithmetic() -> None:
-    """Sharing (before a worker process inherits the bucket) moves the state, not resets it;
-    a thread that waited on the old lock meanwhile takes the new one."""
+    """Sharing (before a worker process inherits the bucket) moves the state, not resets
+    it, and every path takes the shared lock."""
     clock = FakeClock()
     bucket = TokenBucket(60, burst=2, clock=clock)
     assert bucket.reserve() == 0.0 and not bucket.shared
@@ -67,6 +71,42 @@ def test_a_shared_bucket_keeps_its_tokens_and_its_arithmetic() -> None:
         bucket.acquire(max_wait=0.5, sleep=RecordingSleep())
     clock.now += 10
     assert [bucket.reserve() for _ in range(3)] == [0.0, 0.0, 1.0]
+
+
+def _hold_the_lock(bucket: TokenBucket, holding: Any) -> None:
+    """In a worker process: take the bucket's shared lock and keep it until killed."""
+    with bucket._locked():
+        holding.set()
+        threading.Event().wait()
+
+
+def test_a_lock_a_killed_worker_held_is_left_behind_by_unshare() -> None:
+    """A broken pool's workers are killed wherever they are, maybe holding the shared lock.
+    Once they are gone, `unshare` gives the bucket a thread lock with its tokens, and a
+    thread already waiting on the dead lock takes the new one."""
+    bucket = TokenBucket(60, burst=2, clock=FakeClock())
+    assert bucket.reserve() == 0.0
+    bucket.share()
+    context = multiprocessing.get_context(WORKER_START_METHOD)
+    holding = context.Event()
+    worker = context.Process(target=_hold_the_lock, args=(bucket, holding), daemon=True)
+    worker.start()
+    try:
+        assert holding.wait(120)  # the limit only ends a broken run
+        waits: list[float] = []
+        waiter = threading.Thread(target=lambda: waits.append(bucket.reserve()), daemon=True)
+        waiter.start()
+        assert waiter.is_alive()  # it cannot get the lock while the worker holds it
+        worker.kill()
+        worker.join()
+        bucket.unshare()
+        waiter.join(120)
+        assert not waiter.is_alive() and not bucket.shared
+        assert waits == [0.0]  # the burst's second token, kept through both moves
+        assert bucket.reserve() == 1.0
+    finally:
+        if worker.is_alive():
+            worker.kill()
 
 
 def test_bucket_for_is_one_bucket_per_connector_and_rate() -> None:
