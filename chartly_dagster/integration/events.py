@@ -39,6 +39,7 @@ from ..core.refs import format_ref
 from ..core.windows import Window
 from ..runtime.concurrency import WindowsInFlight
 from ..runtime.egress import EnvPolicy
+from ..runtime.errors import WorkerLost
 from ..runtime.executor import (
     NetworkOptions,
     PageProgress,
@@ -284,10 +285,10 @@ def connector_events(context: AssetExecutionContext, *, env: str, destination: s
 
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chartly-window")
     processes = WindowProcesses(slots, resolved, inbox.put)
-    by_worker = WorkerNetwork.of(shared, resolved) if slots else None
     in_flight = WindowsInFlight(workers)
     waiting = list(reversed(jobs))  # popped in partition order
     in_process: set[str] = set()  # windows in flight in worker processes
+    requeued: set[str] = set()  # windows whose worker died, handed to a thread instead
     most = most_in_processes = 0  # windows in flight at once, at most
     try:
         while len(results) + len(failures) < len(jobs):
@@ -296,9 +297,9 @@ def connector_events(context: AssetExecutionContext, *, env: str, destination: s
             while waiting and running < workers:
                 job = waiting[-1]
                 if (len(in_process) < processes.slots and (eager or in_flight.cpu_bound())
-                        and by_worker is not None
                         and processes.submit(job.partition, job.window, job.plan,
-                                             targets[job.partition], by_worker)):
+                                             targets[job.partition],
+                                             lambda: WorkerNetwork.of(shared, resolved))):
                     in_process.add(job.partition)
                 elif running - len(in_process) < thread_target:
                     pool.submit(_fetch, resolved, job, targets[job.partition], shared, report)
@@ -318,6 +319,17 @@ def connector_events(context: AssetExecutionContext, *, env: str, destination: s
                 continue  # a worker lost after its window ended
             if isinstance(item, (WindowResult, BaseException)):
                 in_process.discard(partition)
+            if isinstance(item, WorkerLost) and partition not in requeued:
+                # The pool is broken: every worker is gone or going. The window resumes
+                # on a thread after its last staged page (its result may still be on its
+                # way from the worker; then the thread finds the window done and reuses it).
+                processes.recover()
+                requeued.add(partition)
+                waiting.append(next(j for j in jobs if j.partition == partition))
+                context.log.warning(f"{partition}: {item.message}; resuming it on a thread")
+                continue
+            if isinstance(item, WindowResult) and partition in requeued:
+                waiting[:] = [j for j in waiting if j.partition != partition]
             if isinstance(item, PageProgress):
                 unreported[partition] = item
                 if throttle.due(partition):

@@ -169,8 +169,9 @@ class RecordingCorrupt(ValidationFailed):
 
 class WorkerLost(ChartlyError):
     """A worker process fetching a window died (killed, out of memory) before the window
-    ended. Not the upstream's fault and nothing a request retry fixes, but the step may be
-    retried: the window resumes after its last staged page."""
+    ended. Not the upstream's fault and nothing a request retry fixes: the step resumes
+    the window on a thread after its last staged page (and, were it to fail the step, a
+    step retry would too)."""
 
     code = "worker_lost"
     platform_code = "unavailable"

@@ -14,11 +14,13 @@ guard and installs the same log redaction. It draws on the connector's token buc
 lives in shared memory (`ratelimit.bucket_for`), so `maxRequestsPerMinute` holds across
 threads and processes alike.
 
-Everything a window reports travels back on one queue, in order: its pages, then its
+Everything a window reports travels back on one pipe, in order: its pages, then its
 result or error, and its log records (audit, metrics) to be handled by the step's own
-loggers. Workers are spawned (a clean interpreter: no step threads or locks copied), ignore
-Ctrl-C (the step stops them after their current page, as it stops threads), and ask the
-kernel to kill them when the step's process dies.
+loggers. Only workers write to it and only the step's forwarding thread reads it, so a
+worker killed mid-write (a broken pool's workers are killed wherever they are) can block
+nothing in the step: the forwarder ends when the last writer is gone. Workers are spawned
+(a clean interpreter: no step threads or locks copied), ignore Ctrl-C (the step stops them
+after their current page, as it stops threads), and die with the step's process.
 """
 
 from __future__ import annotations
@@ -28,10 +30,10 @@ import logging
 import math
 import multiprocessing
 import os
-import pickle
 import signal
 import sys
 import threading
+import time
 import types
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -39,11 +41,13 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from logging.handlers import QueueHandler
+from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
 from typing import Any
 
 from ..core.catalog import ResolvedProfile
 from ..core.plan import Plan
+from ..core.refs import format_ref
 from ..core.windows import Window
 from .egress import EnvPolicy
 from .errors import WorkerLost
@@ -63,6 +67,10 @@ from .secrets import MappingSecretProvider, SecretResolver
 Report = tuple[str, RunEvent | WindowResult | BaseException]
 #: Linux `prctl` option: the signal this process gets when its parent dies
 _PR_SET_PDEATHSIG = 1
+#: how often a worker without that option looks whether its parent is still there
+_ORPHAN_CHECK_SECONDS = 1.0
+
+log = logging.getLogger(__name__)
 
 
 def usable_cpus() -> int:
@@ -146,68 +154,137 @@ class WindowProcesses:
         self._pool: ProcessPoolExecutor | None = None
         self._forwarder: threading.Thread | None = None
         self._context = multiprocessing.get_context(WORKER_START_METHOD)
-        self._queue: Any = None
+        self._reader: Any = None
+        self._writer: Any = None
         self._stop: Any = None
+        self._network: WorkerNetwork | None = None
 
     def _start(self) -> ProcessPoolExecutor:
         context = self._context
-        self._queue, self._stop = context.SimpleQueue(), context.Event()
+        self._stop = context.Event()
+        self._reader, self._writer = context.Pipe(duplex=False)
         key = bucket_key(self._resolved)
         bucket = bucket_for(*key)
         bucket.share()  # before any worker inherits it
-        level = logging.getLogger("chartly").getEffectiveLevel()
         pool = ProcessPoolExecutor(
             max_workers=self.slots, mp_context=context, initializer=_start_worker,
-            initargs=(self._queue, self._stop, key, bucket, level))
+            initargs=(_Outbox(self._writer, context.Lock()), self._stop, key, bucket,
+                      _lowest_level("chartly")))
         self._forwarder = threading.Thread(target=self._forward, name="chartly-workers",
                                            daemon=True)
         self._forwarder.start()
         return pool
 
     def submit(self, partition: str, window: Window, plan: Plan, target: WindowTarget,
-               network: WorkerNetwork) -> bool:
-        """Hand a window to a worker; False (and no more slots) when the pool is broken (a
-        worker died), so the caller fetches it on a thread instead."""
-        if self._pool is None:
-            self._pool = self._start()
+               network: Callable[[], WorkerNetwork]) -> bool:
+        """Hand a window to a worker; False (and no more slots) when no worker can take it
+        (the pool broke, or a process could not start), so the caller fetches it on a
+        thread instead. `network` is called once, when the first worker starts."""
         try:
-            with _main_left_out():  # a worker starts (spawns) within `submit`
+            if self._pool is None:
+                self._network = network()
+                self._pool = self._start()
+            with _main_left_out(), _interrupts_held():  # a worker starts within `submit`
                 future = self._pool.submit(_fetch_in_worker, partition, self._resolved,
-                                           window, plan, target, network)
-        except BrokenProcessPool:
+                                           window, plan, target, self._network)
+        except Exception as exc:  # any failure leaves the window to a thread
             self.slots = 0
+            if not isinstance(exc, BrokenProcessPool):
+                log.warning("no worker process for %s (%s): its windows stay on threads",
+                            format_ref(self._resolved.ref), type(exc).__name__)
             return False
         future.add_done_callback(lambda done: self._lost(partition, done))
         return True
 
     def _lost(self, partition: str, future: Future[None]) -> None:
         """A window whose worker died, or that could not be handed over, never reports its
-        end: report it as failed."""
+        end: report it as lost."""
         if future.cancelled() or (error := future.exception()) is None:
             return
         if isinstance(error, BrokenProcessPool):
             error = WorkerLost(
                 f"the worker process fetching {partition} died before the window ended; it "
-                "resumes after its last staged page when the run is re-executed")
+                "resumes after its last staged page")
         self._report((partition, error))
 
+    def recover(self) -> None:
+        """After a worker died: no more workers for this pool. Waits until every worker has
+        exited, then gives the connector's bucket a thread lock again (a worker killed
+        while it held the shared one would block the step's windows forever)."""
+        self.slots = 0
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            bucket_for(*bucket_key(self._resolved)).unshare()
+
     def _forward(self) -> None:
-        while (item := self._queue.get()) is not None:
-            partition, what = item
-            if isinstance(what, logging.LogRecord):
-                logging.getLogger(what.name).handle(what)
-            else:
-                self._report((partition, what))
+        """Hand each report to the step until every writer is gone (the workers exited and
+        `close` closed the step's end). A report that cannot be read back fails its window
+        instead of leaving it unended."""
+        while True:
+            try:
+                partition, data = ForkingPickler.loads(self._reader.recv_bytes())
+            except (EOFError, OSError):
+                return
+            except Exception:  # a garbled message from a killed worker
+                continue
+            try:
+                what = ForkingPickler.loads(data)
+            except Exception as exc:  # e.g. an error class it cannot rebuild
+                if partition is None:
+                    continue
+                what = RuntimeError(f"{type(exc).__name__} reading back a worker's report")
+            try:
+                if isinstance(what, logging.LogRecord):
+                    target = logging.getLogger(what.name)
+                    if target.isEnabledFor(what.levelno):
+                        target.handle(what)
+                else:
+                    self._report((partition, what))
+            except Exception:  # a failing log handler must not stop the rest
+                continue
 
     def close(self) -> None:
-        if self._pool is None:
-            return
-        self._stop.set()
-        self._pool.shutdown(wait=True, cancel_futures=True)
-        self._queue.put(None)
-        assert self._forwarder is not None
-        self._forwarder.join()
-        self._queue.close()
+        """Stop the windows in flight after their current page, wait for the workers to
+        exit and for their last reports to be handed over; safe to call more than once."""
+        if self._stop is not None:
+            self._stop.set()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._forwarder is not None:
+            self._forwarder.join()
+            self._forwarder = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+
+def _lowest_level(name: str) -> int:
+    """The lowest level any logger at or under `name` lets through: a worker logs at it,
+    and the step applies its own loggers' levels to what comes back."""
+    prefix = name + "."
+    levels = [logging.getLogger(name).getEffectiveLevel()]
+    levels += [logger.getEffectiveLevel()
+               for key, logger in list(logging.root.manager.loggerDict.items())
+               if key.startswith(prefix) and isinstance(logger, logging.Logger)]
+    return min(levels)
+
+
+@contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Start a worker with SIGINT blocked: the mask is inherited, so a Ctrl-C during the
+    worker's imports waits until it ignores SIGINT (`_start_worker`) instead of breaking
+    the pool with a traceback."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 @contextmanager
@@ -230,56 +307,98 @@ def _main_left_out() -> Iterator[None]:
 
 # -- in the worker process ---------------------------------------------------------------
 
-_QUEUE: Any = None
+class _Outbox:
+    """A worker's end of the report pipe: each report one message, `(partition, its
+    pickle)`, so a report the step cannot rebuild still names its window."""
+
+    def __init__(self, writer: Any, lock: Any) -> None:
+        self._writer = writer
+        self._lock = lock
+
+    def put(self, partition: str | None, what: Any) -> None:
+        data = bytes(ForkingPickler.dumps(what))
+        if isinstance(what, BaseException):  # an error whose class cannot be rebuilt
+            try:
+                ForkingPickler.loads(data)
+            except Exception:  # e.g. required keyword-only arguments
+                data = bytes(ForkingPickler.dumps(
+                    RuntimeError(f"{type(what).__name__} in a worker process")))
+        message = bytes(ForkingPickler.dumps((partition, data)))
+        with self._lock:
+            self._writer.send_bytes(message)
+
+
+_OUTBOX: _Outbox | None = None
 _STOP: Any = None
+_NETWORK: tuple[WorkerNetwork, NetworkOptions] | None = None
 
 
-def _start_worker(queue: Any, stop: Any, key: BucketKey, bucket: TokenBucket,
+def _start_worker(outbox: _Outbox, stop: Any, key: BucketKey, bucket: TokenBucket,
                   level: int) -> None:
     """Initializer of each worker process."""
-    global _QUEUE, _STOP
+    global _OUTBOX, _STOP
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the step decides when windows stop
-    _QUEUE, _STOP = queue, stop
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # held while starting
+    _OUTBOX, _STOP = outbox, stop
     adopt_bucket(key, bucket)
     logger = logging.getLogger("chartly")
     logger.setLevel(level)
     logger.propagate = False
-    logger.addHandler(_ReportingHandler(queue))
+    logger.addHandler(_ReportingHandler(outbox))
 
 
 def _die_with_parent() -> None:
-    """Ask Linux for SIGKILL when the step's process dies (elsewhere: the pool's pipes
-    break and an idle worker exits)."""
+    """End this worker when the step's process dies: Linux sends SIGKILL on request;
+    elsewhere a thread looks for the parent every second."""
+    parent = os.getppid()
     try:
         prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return
-    prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() == 1:  # the parent died before the request took effect
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except Exception:  # no prctl (macOS), no C library by that name (Windows)
+        threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True,
+                         name="chartly-orphan-watch").start()
+    if os.getppid() != parent:  # the parent died before the request took effect
         os._exit(1)
 
 
+def _exit_when_orphaned(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(_ORPHAN_CHECK_SECONDS)
+    os._exit(1)
+
+
 class _ReportingHandler(QueueHandler):
-    """Log records go back to the step on the report queue (as `(None, record)`)."""
+    """Log records go back to the step on the report pipe (as `(None, record)`)."""
 
     def enqueue(self, record: logging.LogRecord) -> None:
-        self.queue.put((None, record))
+        self.queue.put(None, record)
+
+
+def _network_options(network: WorkerNetwork) -> NetworkOptions:
+    """The worker's `NetworkOptions`, built once per run: each build makes a secret resolver
+    whose redactor is added to the process's log filter, which every record then runs."""
+    global _NETWORK
+    if _NETWORK is None or _NETWORK[0] != network:
+        _NETWORK = (network, network.options())
+    return _NETWORK[1]
 
 
 def _fetch_in_worker(partition: str, resolved: ResolvedProfile, window: Window, plan: Plan,
                      target: WindowTarget, network: WorkerNetwork) -> None:
+    assert _OUTBOX is not None
+    outbox = _OUTBOX
+
     def progress(event: RunEvent) -> None:
         if _STOP.is_set():
             raise WindowStopped
-        _QUEUE.put((partition, event))
+        outbox.put(partition, event)
 
     outcome: WindowResult | BaseException
     try:
-        outcome = fetch_or_reuse(resolved, window, plan, target, network.options(), progress)
+        outcome = fetch_or_reuse(resolved, window, plan, target, _network_options(network),
+                                 progress)
     except BaseException as exc:  # handed to the step, which decides
         outcome = exc
-    try:
-        _QUEUE.put((partition, outcome))
-    except (pickle.PicklingError, TypeError, AttributeError):  # an error that cannot travel
-        _QUEUE.put((partition, RuntimeError(f"{type(outcome).__name__} in a worker process")))
+    outbox.put(partition, outcome)

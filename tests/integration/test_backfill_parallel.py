@@ -11,10 +11,12 @@ condition a test waits for is an event (a request the sandbox holds), never a du
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -264,6 +266,55 @@ def test_a_window_failing_for_good_keeps_the_others_and_reexecution_reuses_them(
     assert resumed.resumed_from_page == int(failed_offset) // PAGE_SIZE
     truth = sandbox.ground_truth(ORDERS_PATH, int(failed_start), int(failed_start) + 86_400)
     assert resumed.records == len(truth)
+
+
+def test_a_window_whose_worker_dies_resumes_on_a_thread_in_the_same_run(
+        sandbox: Sandbox, secrets_env: dict, tmp_path: Path,
+        dagster_instance: DagsterInstance) -> None:
+    """A worker process killed mid-window (the OOM killer, an operator) costs its window
+    nothing staged: the run resumes it on a thread after its last staged page and
+    succeeds, without a re-execution."""
+    profiles = _orders_profiles(sandbox, tmp_path / "profiles")
+    days = _days(1, 2)
+    first = str(int(datetime.fromisoformat(f"{days[0]}T00:00:00+00:00").timestamp()))
+    # The first window goes to the worker (one process slot, taken from the start); its
+    # second request is held, so the worker has staged its first page and is waiting.
+    hold = sandbox.faults.add(Fault(kind="hold", endpoint=ORDERS_PATH,
+                                    query={"from": first, "offset": str(PAGE_SIZE)}))
+    killed: list[BaseException] = []
+
+    def kill_the_worker() -> None:
+        try:
+            _wait_for(lambda: (first, str(PAGE_SIZE)) in _pages(sandbox.request_log),
+                      "the worker's second page held")
+            (worker,) = multiprocessing.active_children()
+            os.kill(worker.pid, signal.SIGKILL)
+            worker.join()
+        except BaseException as exc:  # raised in the test's thread below
+            killed.append(exc)
+        finally:
+            hold.release()  # the dead worker's request: answered to nobody
+
+    killer = threading.Thread(target=kill_the_worker, daemon=True)
+    killer.start()
+    result = orders_job(str(profiles), 2, 1).execute_in_process(
+        instance=dagster_instance, tags=_range_tags(days[0], days[-1]), raise_on_error=False)
+    killer.join()
+    assert not killed, killed
+    assert result.success
+    said = " ".join(entry.user_message for entry in dagster_instance.all_logs(result.run_id))
+    assert f"{days[0]}: the worker process fetching {days[0]} died" in said
+    assert "resuming it on a thread" in said
+    resumed, other = _latest(dagster_instance, days[0]), _latest(dagster_instance, days[1])
+    assert resumed is not None and other is not None
+    assert resumed.pages == other.pages == PAGES_PER_DAY and not resumed.reused
+    assert resumed.resumed_from_page == 1  # the page the worker staged was kept
+    truth = sandbox.ground_truth(ORDERS_PATH, int(first), int(first) + 86_400)
+    assert resumed.records == len(truth)
+    pages = _pages(sandbox.request_log)
+    assert pages.count((first, "0")) == 1  # the staged page was not fetched again
+    assert pages.count((first, str(PAGE_SIZE))) == 2  # the held request, then the resume
+    assert multiprocessing.active_children() == []
 
 
 @pytest.mark.parametrize("processes", [0, 1], ids=["threads", "worker-process"])

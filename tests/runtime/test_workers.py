@@ -9,12 +9,15 @@ Every condition waited for is an event (a report, a held request, a process gone
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import pickle
 import queue
+import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -36,6 +39,7 @@ from chartly_dagster.runtime.workers import (
     Report,
     WindowProcesses,
     WorkerNetwork,
+    _Outbox,
     process_slots,
     usable_cpus,
 )
@@ -81,7 +85,7 @@ def test_worker_processes_write_what_a_thread_writes(
         for partition, window in DAYS.items():
             processes.submit(partition, window, build_plan(resolved, window),
                              _target(tmp_path / "workers", partition),
-                             WorkerNetwork.of(_network(), resolved))
+                             lambda: WorkerNetwork.of(_network(), resolved))
         seen = _ended(reports, len(DAYS))
     finally:
         processes.close()
@@ -110,7 +114,8 @@ def test_a_window_failing_in_a_worker_hands_back_its_error_whole(
     partition, window = next(iter(DAYS.items()))
     try:
         processes.submit(partition, window, build_plan(resolved, window),
-                         _target(tmp_path, partition), WorkerNetwork.of(_network(), resolved))
+                         _target(tmp_path, partition),
+                         lambda: WorkerNetwork.of(_network(), resolved))
         (items,) = _ended(reports, 1).values()
     finally:
         processes.close()
@@ -134,6 +139,22 @@ def test_secrets_cross_only_as_values_never_in_repr(live_profiles: LiveProfiles)
     # what a worker rebuilds resolves the same credential
     assert network.options().secrets.resolve_auth(resolved.spec.auth).values() == \
         _network().secrets.resolve_auth(resolved.spec.auth).values()
+
+
+class _KeywordOnly(Exception):
+    """An error that pickles but cannot be rebuilt (as httpx.HTTPStatusError)."""
+
+    def __init__(self, *, detail: str) -> None:
+        super().__init__(detail)
+
+
+def test_an_error_the_step_could_not_rebuild_still_ends_its_window() -> None:
+    reader, writer = multiprocessing.Pipe(duplex=False)
+    _Outbox(writer, threading.Lock()).put("2026-01-01", _KeywordOnly(detail="boom"))
+    partition, data = pickle.loads(reader.recv_bytes())
+    error = pickle.loads(data)
+    assert partition == "2026-01-01"
+    assert isinstance(error, RuntimeError) and "_KeywordOnly" in str(error)
 
 
 def test_an_env_policy_pickles_whole() -> None:
@@ -163,13 +184,19 @@ network = NetworkOptions("dev", SecretResolver([MappingSecretProvider(SECRETS)])
 processes = WindowProcesses(1, resolved, lambda report: None)
 processes.submit("2026-01-01", window, build_plan(resolved, window),
                  WindowTarget.at(sys.argv[3], partition="2026-01-01", resumable=True),
-                 WorkerNetwork.of(network, resolved))
+                 lambda: WorkerNetwork.of(network, resolved))
 print(*[p.pid for p in multiprocessing.active_children()], flush=True)
 sys.stdin.read()  # until the test kills this step (or dies itself, closing the pipe)
 """
 
 
 def _alive(pid: int) -> bool:
+    if not Path("/proc/self/stat").exists():  # no /proc (macOS): init reaps the orphan
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
@@ -190,8 +217,9 @@ def test_a_worker_dies_with_its_step_and_never_reruns_its_script(
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
     try:
         assert step.stdout is not None
-        (worker,) = map(int, step.stdout.readline().split())
         deadline = time.monotonic() + 120  # the limit only ends a broken run
+        assert select.select([step.stdout], [], [], 120)[0], "the step never started a worker"
+        (worker,) = map(int, step.stdout.readline().split())
         ran = tmp_path / "data" / "ran"
         while not sandbox.request_log:  # the worker is mid-window, its request held
             assert time.monotonic() < deadline and step.poll() is None
@@ -202,7 +230,7 @@ def test_a_worker_dies_with_its_step_and_never_reruns_its_script(
         assert ran.read_text().splitlines() == ["once"]
         step.send_signal(signal.SIGKILL)
         step.wait()
-        while _alive(worker):  # the kernel kills it on its parent's death
+        while _alive(worker):  # it dies with its parent (Linux: the kernel kills it)
             assert time.monotonic() < deadline, "the worker outlived its step"
             time.sleep(0.02)
     finally:
