@@ -73,26 +73,64 @@ _ORPHAN_CHECK_SECONDS = 1.0
 log = logging.getLogger(__name__)
 
 
-def usable_cpus() -> int:
-    """The CPUs this process may use: its affinity, lowered by its cgroup's CPU quota (a
-    container's CPU limit), which the affinity does not show."""
+def usable_cpus(cgroups: Path = Path("/sys/fs/cgroup"),
+                own: Path = Path("/proc/self/cgroup")) -> int:
+    """The CPUs this process may use: its affinity, lowered by the tightest CPU quota on its
+    cgroup or any cgroup above it (a container's CPU limit, a systemd `CPUQuota`), which
+    the affinity does not show."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cpus = os.cpu_count() or 1
-    for path in ("/sys/fs/cgroup/cpu.max", "/sys/fs/cgroup/cpu/cpu.cfs_quota_us"):
-        try:
-            text = Path(path).read_text().split()
-            if path.endswith("cpu.max"):
-                quota, period = text
-            else:
-                quota = text[0]
-                period = Path(path).with_name("cpu.cfs_period_us").read_text().strip()
-            if quota not in ("max", "-1"):
-                return max(1, min(cpus, math.ceil(int(quota) / int(period))))
-        except (OSError, ValueError):
-            continue
-    return cpus
+    quotas = [math.ceil(q) for q in _cgroup_cpu_quotas(cgroups, own)]
+    return max(1, min([cpus, *quotas]))
+
+
+def _cgroup_cpu_quotas(cgroups: Path, own: Path) -> Iterator[float]:
+    """The CPU quotas (in CPUs) set on this process's cgroups and their ancestors, cgroup
+    v2 (`cpu.max`) and v1 (`cpu.cfs_quota_us`). A container often mounts its own cgroup
+    as the root while /proc still names the host's path, so each root is read too."""
+    try:
+        lines = own.read_text().splitlines()
+    except OSError:
+        lines = []
+    paths = {"v1": ["/"], "v2": ["/"]}
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if not controllers:
+            paths["v2"].append(path)
+        elif "cpu" in controllers.split(","):
+            paths["v1"].append(path)
+    mounts = {"v2": [cgroups, cgroups / "unified"], "v1": [cgroups / "cpu",
+                                                          cgroups / "cpu,cpuacct"]}
+    for version, mounts_of in mounts.items():
+        for mount in mounts_of:
+            folders = {mount / rel for path in paths[version]
+                       for rel in _ancestors(path.strip("/"))}
+            for folder in sorted(folders):
+                quota = _quota(folder, version)
+                if quota is not None:
+                    yield quota
+
+
+def _ancestors(path: str) -> list[str]:
+    """`a/b/c` -> ["a/b/c", "a/b", "a", ""]."""
+    parts = [p for p in path.split("/") if p]
+    return ["/".join(parts[:i]) for i in range(len(parts), -1, -1)]
+
+
+def _quota(folder: Path, version: str) -> float | None:
+    try:
+        if version == "v2":
+            quota, period = (folder / "cpu.max").read_text().split()
+        else:
+            quota = (folder / "cpu.cfs_quota_us").read_text().strip()
+            period = (folder / "cpu.cfs_period_us").read_text().strip()
+        if quota in ("max", "-1"):
+            return None
+        return int(quota) / int(period)
+    except (OSError, ValueError):
+        return None
 
 
 def process_slots(configured: int | None, windows: int, cpus: int | None = None) -> int:

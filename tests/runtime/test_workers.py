@@ -39,6 +39,7 @@ from chartly_dagster.runtime.workers import (
     Report,
     WindowProcesses,
     WorkerNetwork,
+    _cgroup_cpu_quotas,
     _Outbox,
     process_slots,
     usable_cpus,
@@ -247,3 +248,22 @@ def test_worker_process_slots_follow_the_setting_and_the_cpus() -> None:
     assert process_slots(0, 4, cpus=4) == 0  # threads only
     assert process_slots(2, 4, cpus=1) == 2 and process_slots(8, 4) == 4  # as configured
     assert 1 <= usable_cpus() <= (os.cpu_count() or 1)
+
+
+def test_cpu_quotas_are_read_up_the_process_cgroup_and_at_each_root(tmp_path: Path) -> None:
+    root = tmp_path / "cgroup"
+    # cgroup v2: a systemd CPUQuota=150% on the service's slice, none on the service itself
+    (root / "system.slice" / "app.service").mkdir(parents=True)
+    (root / "system.slice" / "cpu.max").write_text("150000 100000\n")
+    (root / "system.slice" / "app.service" / "cpu.max").write_text("max 100000\n")
+    # cgroup v1: a container's own cgroup mounted as the root, /proc naming the host's path
+    (root / "cpu").mkdir()
+    (root / "cpu" / "cpu.cfs_quota_us").write_text("50000\n")
+    (root / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    own = tmp_path / "self-cgroup"
+    own.write_text("2:cpu,cpuacct:/docker/abc\n0::/system.slice/app.service\n")
+    assert sorted(_cgroup_cpu_quotas(root, own)) == [0.5, 1.5]
+    assert usable_cpus(root, own) == 1  # never below one
+    affinity = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                else os.cpu_count())
+    assert usable_cpus(tmp_path / "none", own) == affinity  # no quota: the affinity alone
