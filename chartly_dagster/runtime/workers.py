@@ -15,12 +15,14 @@ lives in shared memory (`ratelimit.bucket_for`), so `maxRequestsPerMinute` holds
 threads and processes alike.
 
 Everything a window reports travels back on one pipe, in order: its pages, then its
-result or error, and its log records (audit, metrics) to be handled by the step's own
-loggers. Only workers write to it and only the step's forwarding thread reads it, so a
-worker killed mid-write (a broken pool's workers are killed wherever they are) can block
-nothing in the step: the forwarder ends when the last writer is gone. Workers are spawned
-(a clean interpreter: no step threads or locks copied), ignore Ctrl-C (the step stops them
-after their current page, as it stops threads), and die with the step's process.
+result or error, and its log records (audit, metrics, httpx's request lines) to be handled
+by the step's own loggers. Only workers write to it and only the step's forwarding thread
+reads it, so a worker killed mid-write (a broken pool's workers are killed wherever they
+are) can block nothing in the step: the forwarder ends when the last writer is gone.
+Workers are spawned (a clean interpreter: no step threads or locks copied), ignore Ctrl-C
+(the step stops them after their current page, as it stops threads), and die with the
+step's process. A worker that dies anyway breaks the pool; the step then resumes the
+windows it had in workers on threads (`integration/events.py`).
 """
 
 from __future__ import annotations
@@ -71,6 +73,9 @@ _PR_SET_PDEATHSIG = 1
 _ORPHAN_CHECK_SECONDS = 1.0
 
 log = logging.getLogger(__name__)
+#: the loggers whose records a worker hands back to the step: its own (audit, metrics) and
+#: httpx's request lines, which a deployment may route to Dagster's log
+_FORWARDED_LOGGERS = ("chartly", "httpx")
 
 
 def usable_cpus(cgroups: Path = Path("/sys/fs/cgroup"),
@@ -207,7 +212,7 @@ class WindowProcesses:
         pool = ProcessPoolExecutor(
             max_workers=self.slots, mp_context=context, initializer=_start_worker,
             initargs=(_Outbox(self._writer, context.Lock()), self._stop, key, bucket,
-                      _lowest_level("chartly")))
+                      {name: _lowest_level(name) for name in _FORWARDED_LOGGERS}))
         self._forwarder = threading.Thread(target=self._forward, name="chartly-workers",
                                            daemon=True)
         self._forwarder.start()
@@ -372,7 +377,7 @@ _NETWORK: tuple[WorkerNetwork, NetworkOptions] | None = None
 
 
 def _start_worker(outbox: _Outbox, stop: Any, key: BucketKey, bucket: TokenBucket,
-                  level: int) -> None:
+                  levels: dict[str, int]) -> None:
     """Initializer of each worker process."""
     global _OUTBOX, _STOP
     _die_with_parent()
@@ -381,10 +386,12 @@ def _start_worker(outbox: _Outbox, stop: Any, key: BucketKey, bucket: TokenBucke
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # held while starting
     _OUTBOX, _STOP = outbox, stop
     adopt_bucket(key, bucket)
-    logger = logging.getLogger("chartly")
-    logger.setLevel(level)
-    logger.propagate = False
-    logger.addHandler(_ReportingHandler(outbox))
+    handler = _ReportingHandler(outbox)
+    for name, level in levels.items():  # at the step's levels: nothing sent to be dropped
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        logger.propagate = False
+        logger.addHandler(handler)
 
 
 def _die_with_parent() -> None:
