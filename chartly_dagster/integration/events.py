@@ -131,6 +131,13 @@ def _fetch(resolved: ResolvedProfile, job: _WindowJob, target: WindowTarget,
         report((job.partition, exc))
 
 
+@dataclass(frozen=True)
+class _ResumeOnThread:
+    """Queued behind a lost worker's last reports: its window goes to a thread."""
+
+    reason: str
+
+
 class _ProgressThrottle:
     """Lets through at most one page per `interval` seconds of each window, counted from the
     window's start: a window that ends within its first interval reports only its end.
@@ -255,7 +262,7 @@ def connector_events(context: AssetExecutionContext, *, env: str, destination: s
     # Windows share the connector's client (one pool); a recorded window wraps its own.
     shared = NetworkOptions(env, secrets, env_policy, client=client,
                             recording=RecordTo(storage) if record else None)
-    inbox: queue.SimpleQueue[Report] = queue.SimpleQueue()
+    inbox: queue.SimpleQueue[Report | tuple[str, _ResumeOnThread]] = queue.SimpleQueue()
     results: dict[str, WindowResult] = {}
     failures: dict[str, BaseException] = {}
     throttle = _ProgressThrottle(progress_interval_seconds)
@@ -288,7 +295,6 @@ def connector_events(context: AssetExecutionContext, *, env: str, destination: s
     in_flight = WindowsInFlight(workers)
     waiting = list(reversed(jobs))  # popped in partition order
     in_process: set[str] = set()  # windows in flight in worker processes
-    requeued: set[str] = set()  # windows whose worker died, handed to a thread instead
     most = most_in_processes = 0  # windows in flight at once, at most
     try:
         while len(results) + len(failures) < len(jobs):
@@ -319,17 +325,16 @@ def connector_events(context: AssetExecutionContext, *, env: str, destination: s
                 continue  # a worker lost after its window ended
             if isinstance(item, (WindowResult, BaseException)):
                 in_process.discard(partition)
-            if isinstance(item, WorkerLost) and partition not in requeued:
-                # The pool is broken: every worker is gone or going. The window resumes
-                # on a thread after its last staged page (its result may still be on its
-                # way from the worker; then the thread finds the window done and reuses it).
+            if isinstance(item, WorkerLost):
+                # The pool is broken. Once its workers are gone, all they sent is in the
+                # inbox, ahead of the marker: a window that ended anyway is not fetched again.
                 processes.recover()
-                requeued.add(partition)
-                waiting.append(next(j for j in jobs if j.partition == partition))
-                context.log.warning(f"{partition}: {item.message}; resuming it on a thread")
+                inbox.put((partition, _ResumeOnThread(item.message)))
                 continue
-            if isinstance(item, WindowResult) and partition in requeued:
-                waiting[:] = [j for j in waiting if j.partition != partition]
+            if isinstance(item, _ResumeOnThread):  # after its last staged page
+                waiting.append(next(j for j in jobs if j.partition == partition))
+                context.log.warning(f"{partition}: {item.reason}; resuming it on a thread")
+                continue
             if isinstance(item, PageProgress):
                 unreported[partition] = item
                 if throttle.due(partition):

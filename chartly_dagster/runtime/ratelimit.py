@@ -64,6 +64,8 @@ class TokenBucket:
         if not self.shared:
             return
         old = self._lock
+        # Once the workers are gone only a step thread can hold it, for microseconds; one
+        # stalled longer than this could at worst spend a token the new state misses.
         held = old.acquire(timeout=_STALE_LOCK_SECONDS)
         try:
             self._state = [self._state[_TOKENS], self._state[_LAST]]

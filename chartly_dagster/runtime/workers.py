@@ -203,19 +203,32 @@ class WindowProcesses:
         self._network: WorkerNetwork | None = None
 
     def _start(self) -> ProcessPoolExecutor:
+        """The pool, with every worker started before any window is handed over: Python's
+        pool queues a task before it starts a process for it, so a process that failed to
+        start would leave a window queued for another worker while the caller fetched it on
+        a thread, twice at once."""
         context = self._context
         self._stop = context.Event()
         self._reader, self._writer = context.Pipe(duplex=False)
         key = bucket_key(self._resolved)
         bucket = bucket_for(*key)
         bucket.share()  # before any worker inherits it
-        pool = ProcessPoolExecutor(
+        everyone = context.Barrier(self.slots)
+        self._pool = pool = ProcessPoolExecutor(
             max_workers=self.slots, mp_context=context, initializer=_start_worker,
             initargs=(_Outbox(self._writer, context.Lock()), self._stop, key, bucket,
-                      {name: _lowest_level(name) for name in _FORWARDED_LOGGERS}))
+                      {name: _lowest_level(name) for name in _FORWARDED_LOGGERS},
+                      os.getpid(), everyone))
         self._forwarder = threading.Thread(target=self._forward, name="chartly-workers",
                                            daemon=True)
         self._forwarder.start()
+        try:
+            with _main_left_out(), _interrupts_held():  # workers start within `submit`
+                for _ in range(self.slots):  # each waits for all, so each takes a process
+                    pool.submit(_all_started)
+        except BaseException:
+            everyone.abort()  # the workers that did start stop waiting
+            raise
         return pool
 
     def submit(self, partition: str, window: Window, plan: Plan, target: WindowTarget,
@@ -223,13 +236,15 @@ class WindowProcesses:
         """Hand a window to a worker; False (and no more slots) when no worker can take it
         (the pool broke, or a process could not start), so the caller fetches it on a
         thread instead. `network` is called once, when the first worker starts."""
+        if self.slots <= 0:
+            return False
         try:
             if self._pool is None:
                 self._network = network()
-                self._pool = self._start()
-            with _main_left_out(), _interrupts_held():  # a worker starts within `submit`
-                future = self._pool.submit(_fetch_in_worker, partition, self._resolved,
-                                           window, plan, target, self._network)
+                self._start()
+            assert self._pool is not None
+            future = self._pool.submit(_fetch_in_worker, partition, self._resolved,
+                                       window, plan, target, self._network)
         except Exception as exc:  # any failure leaves the window to a thread
             self.slots = 0
             if not isinstance(exc, BrokenProcessPool):
@@ -252,11 +267,13 @@ class WindowProcesses:
 
     def recover(self) -> None:
         """After a worker died: no more workers for this pool. Waits until every worker has
-        exited, then gives the connector's bucket a thread lock again (a worker killed
-        while it held the shared one would block the step's windows forever)."""
+        exited and everything they sent has been reported, then gives the connector's
+        bucket a thread lock again (a worker killed while it held the shared one would
+        block the step's windows forever)."""
         self.slots = 0
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
+            self._drain()
             bucket_for(*bucket_key(self._resolved)).unshare()
 
     def _forward(self) -> None:
@@ -293,6 +310,11 @@ class WindowProcesses:
             self._stop.set()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
+        self._drain()
+
+    def _drain(self) -> None:
+        """Once the workers have exited: close the step's end of the pipe, so the forwarder
+        reports what is left and ends."""
         if self._writer is not None:
             self._writer.close()
             self._writer = None
@@ -359,13 +381,15 @@ class _Outbox:
         self._lock = lock
 
     def put(self, partition: str | None, what: Any) -> None:
-        data = bytes(ForkingPickler.dumps(what))
-        if isinstance(what, BaseException):  # an error whose class cannot be rebuilt
+        if isinstance(what, BaseException):  # an error that cannot travel or be rebuilt
             try:
+                data = bytes(ForkingPickler.dumps(what))
                 ForkingPickler.loads(data)
-            except Exception:  # e.g. required keyword-only arguments
+            except Exception:  # e.g. it holds a lock, or needs keyword-only arguments
                 data = bytes(ForkingPickler.dumps(
                     RuntimeError(f"{type(what).__name__} in a worker process")))
+        else:
+            data = bytes(ForkingPickler.dumps(what))
         message = bytes(ForkingPickler.dumps((partition, data)))
         with self._lock:
             self._writer.send_bytes(message)
@@ -373,18 +397,21 @@ class _Outbox:
 
 _OUTBOX: _Outbox | None = None
 _STOP: Any = None
+_EVERYONE: Any = None
+#: how long a started worker waits for the pool's others before taking windows anyway
+_START_WAIT_SECONDS = 120.0
 _NETWORK: tuple[WorkerNetwork, NetworkOptions] | None = None
 
 
 def _start_worker(outbox: _Outbox, stop: Any, key: BucketKey, bucket: TokenBucket,
-                  levels: dict[str, int]) -> None:
+                  levels: dict[str, int], step: int, everyone: Any) -> None:
     """Initializer of each worker process."""
-    global _OUTBOX, _STOP
-    _die_with_parent()
+    global _OUTBOX, _STOP, _EVERYONE
+    _die_with_parent(step)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the step decides when windows stop
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # held while starting
-    _OUTBOX, _STOP = outbox, stop
+    _OUTBOX, _STOP, _EVERYONE = outbox, stop, everyone
     adopt_bucket(key, bucket)
     handler = _ReportingHandler(outbox)
     for name, level in levels.items():  # at the step's levels: nothing sent to be dropped
@@ -394,18 +421,25 @@ def _start_worker(outbox: _Outbox, stop: Any, key: BucketKey, bucket: TokenBucke
         logger.addHandler(handler)
 
 
-def _die_with_parent() -> None:
-    """End this worker when the step's process dies: Linux sends SIGKILL on request;
-    elsewhere a thread looks for the parent every second."""
-    parent = os.getppid()
+def _die_with_parent(step: int) -> None:
+    """End this worker when the step's process (`step`) dies: Linux sends SIGKILL on
+    request; elsewhere a thread looks for the parent every second."""
     try:
         prctl = ctypes.CDLL(None, use_errno=True).prctl
         prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except Exception:  # no prctl (macOS), no C library by that name (Windows)
-        threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True,
+        threading.Thread(target=_exit_when_orphaned, args=(step,), daemon=True,
                          name="chartly-orphan-watch").start()
-    if os.getppid() != parent:  # the parent died before the request took effect
+    if os.getppid() != step:  # the step died while this worker started
         os._exit(1)
+
+
+def _all_started() -> None:
+    """The pool's first tasks: each waits until every worker has started (`_start`)."""
+    try:
+        _EVERYONE.wait(timeout=_START_WAIT_SECONDS)
+    except threading.BrokenBarrierError:  # one did not start: go on without it
+        pass
 
 
 def _exit_when_orphaned(parent: int) -> None:

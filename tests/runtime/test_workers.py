@@ -8,6 +8,7 @@ Every condition waited for is an event (a report, a held request, a process gone
 
 from __future__ import annotations
 
+import errno
 import logging
 import multiprocessing
 import os
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -141,6 +143,37 @@ def test_secrets_cross_only_as_values_never_in_repr(live_profiles: LiveProfiles)
     # what a worker rebuilds resolves the same credential
     assert network.options().secrets.resolve_auth(resolved.spec.auth).values() == \
         _network().secrets.resolve_auth(resolved.spec.auth).values()
+
+
+def test_a_worker_that_cannot_start_leaves_no_window_behind_in_the_pool(
+        live_profiles: LiveProfiles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Python's pool queues a task before it starts a process for it: were a window handed
+    over while a process failed to start (EAGAIN under a container's pids limit), another
+    worker would fetch it later while the step fetched it on a thread. Every worker starts
+    before the first window, so a failed start leaves nothing queued."""
+    spawn = ProcessPoolExecutor._spawn_process
+    started: list[int] = []
+
+    def second_fails(pool: ProcessPoolExecutor) -> None:
+        if started:
+            raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+        started.append(1)
+        spawn(pool)
+
+    monkeypatch.setattr(ProcessPoolExecutor, "_spawn_process", second_fails)
+    resolved = live_profiles.resolve(ORDERS_DEV)
+    reports: queue.SimpleQueue[Report] = queue.SimpleQueue()
+    processes = WindowProcesses(2, resolved, reports.put)
+    try:
+        for partition, window in DAYS.items():
+            assert not processes.submit(partition, window, build_plan(resolved, window),
+                                        _target(tmp_path, partition),
+                                        lambda: WorkerNetwork.of(_network(), resolved))
+        assert processes.slots == 0 and started == [1]
+    finally:
+        processes.close()
+    assert reports.empty()  # no window reached the worker that did start
+    assert not live_profiles.sandbox.request_log
 
 
 class _KeywordOnly(Exception):
