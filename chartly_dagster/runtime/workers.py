@@ -409,6 +409,10 @@ def _start_worker(outbox: _Outbox, stop: Any, key: BucketKey, bucket: TokenBucke
     global _OUTBOX, _STOP, _EVERYONE
     _die_with_parent(step)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the step decides when windows stop
+    # A broken pool ends its workers with SIGTERM; a step started with SIGINT ignored (a
+    # background job) has SIGTERM ignored too (Dagster maps it to SIGINT's handler), and a
+    # spawned process inherits an ignored signal.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # held while starting
     _OUTBOX, _STOP, _EVERYONE = outbox, stop, everyone

@@ -29,6 +29,7 @@ from chartly_dagster.core.errors import ChartlyError
 from chartly_dagster.core.plan import build_plan
 from chartly_dagster.core.windows import Window
 from chartly_dagster.runtime.egress import EnvPolicy
+from chartly_dagster.runtime.errors import WorkerLost
 from chartly_dagster.runtime.executor import (
     NetworkOptions,
     PageProgress,
@@ -174,6 +175,39 @@ def test_a_worker_that_cannot_start_leaves_no_window_behind_in_the_pool(
         processes.close()
     assert reports.empty()  # no window reached the worker that did start
     assert not live_profiles.sandbox.request_log
+
+
+def test_a_worker_ends_on_sigterm_even_when_its_step_ignores_it(
+        live_profiles: LiveProfiles, tmp_path: Path) -> None:
+    """A broken pool ends its workers with SIGTERM. A step started with SIGINT ignored (a
+    background job) has SIGTERM ignored too, since Dagster maps SIGTERM to SIGINT's
+    handler, and a spawned process inherits an ignored signal."""
+    resolved = live_profiles.resolve(ORDERS_DEV)
+    sandbox = live_profiles.sandbox
+    hold = sandbox.faults.add(Fault(kind="hold", endpoint=ORDERS_PATH))
+    reports: queue.SimpleQueue[Report] = queue.SimpleQueue()
+    processes = WindowProcesses(1, resolved, reports.put)
+    partition, window = next(iter(DAYS.items()))
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        assert processes.submit(partition, window, build_plan(resolved, window),
+                                _target(tmp_path, partition),
+                                lambda: WorkerNetwork.of(_network(), resolved))
+        signal.signal(signal.SIGTERM, previous)
+        deadline = time.monotonic() + 120  # the limit only ends a broken run
+        while not sandbox.request_log:  # the worker is mid-window, its request held
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        (worker,) = multiprocessing.active_children()
+        worker.terminate()
+        worker.join(120)
+        assert worker.exitcode == -signal.SIGTERM
+        lost, error = reports.get(timeout=120)
+        assert lost == partition and isinstance(error, WorkerLost)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        hold.release()
+        processes.close()
 
 
 class _KeywordOnly(Exception):
